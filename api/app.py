@@ -31,7 +31,7 @@ TAIL = web.AppKey("tail", Tail)
 VIEWS = web.AppKey("views", Views)
 PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 TOPICS = web.AppKey("topics", Topics)
-PENDING = web.AppKey("pending", set)
+PENDING: web.AppKey[set[asyncio.Future[Any]]] = web.AppKey("pending")
 
 OPEN_PATHS = ("/", "/api/v1", "/api/v1/", "/api/v1/api-docs", "/ping")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -160,8 +160,9 @@ async def _resources(app: web.Application) -> Any:
     await app[TAIL].start()
     log.info("api ready")
     yield
-    if app[PENDING]:
-        await asyncio.wait(list(app[PENDING]), timeout=5)
+    pending: set[asyncio.Future[Any]] = app[PENDING]
+    if pending:
+        await asyncio.wait(pending, timeout=5)
     await app[TAIL].stop()
     await app[VIEWS].close()
     await app[PRODUCER].stop()

@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from cli import procs
@@ -320,17 +321,17 @@ def module_available(module: str) -> bool:
 
 
 def start_component(settings: Settings, name: str, module: str, args: tuple[str, ...] | list[str] = (),
-                    progress: Progress = say, wait: bool = True) -> bool:
-    """Start `<python> -m module args`; False if the module does not exist (yet). With wait, check readiness."""
+                    progress: Progress = say, wait: bool = True) -> Literal["started", "running", "absent"]:
+    """Start `<python> -m module args` unless running or the module does not exist (yet); wait: check readiness."""
     if not module_available(module):
         progress(f"[{name}] not available yet")
-        return False
+        return "absent"
     if _already(settings, name, progress):
-        return True
+        return "running"
     _spawn(settings, name, [sys.executable, "-m", module, *args], env=settings_env(settings), cwd=REPO)
     if wait:
         wait_component(settings, name, progress, time.monotonic())
-    return True
+    return "started"
 
 
 def wait_component(settings: Settings, name: str, progress: Progress, started: float) -> None:

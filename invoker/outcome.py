@@ -60,6 +60,8 @@ def from_run(r: HttpResult, timeout_ms: int, oom: bool = False) -> Outcome:
         return _error(1, "The action produced a response that exceeded the allowed length: "
                          f"{size} > {MAX_RESULT} bytes. The truncated response was: {head}", size=size)
     body = _json(r.body)
+    if isinstance(body, list | dict):
+        size = len(orjson.dumps(body))  # compact JSON, whatever spacing the runtime used
     if r.status == 200 and isinstance(body, list):
         return Outcome(0, body, size=size)
     if isinstance(body, dict):

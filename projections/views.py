@@ -43,7 +43,7 @@ def apply(db: str, doc_id: str, current: Doc | None, ev: Event, partition: int, 
 
 def _apply(db: str, doc_id: str, current: Doc | None, ev: Event) -> Doc | None:
     if isinstance(ev, SubjectKeyAdded):
-        base = _strip(current) if current else {"subject": ev.subject, "namespaces": [], "blocked": False}
+        base: Doc = _strip(current) if current else {"subject": ev.subject, "namespaces": [], "blocked": False}
         ns = [n for n in base["namespaces"] if n["name"] != ev.namespace]
         ns.append({"name": ev.namespace, "uuid": ev.uuid, "key_salt": ev.key_salt, "key_hash": ev.key_hash})
         return {**base, "namespaces": ns, "limits": ev.limits or base.get("limits", {})}
