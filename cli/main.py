@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cli import admin, services, testcmd
+from cli import admin, services, status, testcmd
 from cli.install import InstallError, install_all
 from cli.services import StartError, say
 from contracts.settings import REPO, Settings, load
@@ -44,7 +44,10 @@ def _ensure_images() -> None:
             say(f"[images] warning: runtimes.build not available ({e}); skipping runtime images")
             return
     t0 = time.monotonic()
-    ensure_images(lambda msg: say(f"[images] {msg}"))
+    try:
+        ensure_images(lambda msg: say(f"[images] {msg}"))
+    except Exception as e:  # docker/mmdebstrap errors of any kind: report them like other start errors
+        raise StartError(f"[images] building runtime images failed: {type(e).__name__}: {e}") from e
     say(f"[images] ready ({time.monotonic() - t0:.1f} s)")
 
 
@@ -61,6 +64,11 @@ def _guest_key(settings: Settings) -> str:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    with services.locked(settings):
+        return _up(settings, args)
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     settings.home.mkdir(parents=True, exist_ok=True)
     install_all(settings, say)
@@ -96,13 +104,14 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
-    services.stop_all(settings, say)
+    with services.locked(settings):
+        services.stop_all(settings, say)
     say("Streamwhisk is down.")
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    rows = services.status(settings)
+    rows = status.status(settings)
     say(f"{'PART':<12} {'RUNNING':<8} {'PID':<8} {'PORT':<6} HEALTH")
     for r in rows:
         running = "yes" if r.pid is not None else ("ext" if r.name == "docker" and r.health == "ok" else "no")
@@ -138,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import os
@@ -21,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -91,6 +92,15 @@ def render(template: Path, out: Path, values: dict[str, str]) -> bool:
         return False
     out.write_text(text)
     return True
+
+
+@contextlib.contextmanager
+def locked(settings: Settings) -> Iterator[None]:
+    """Serialise up/down on one home, so two concurrent runs do not both start (or stop) a part."""
+    run_dir(settings).mkdir(parents=True, exist_ok=True)
+    with open(run_dir(settings) / "cli.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 # ---------------------------------------------------------------- readiness checks
@@ -441,46 +451,3 @@ def _stop(settings: Settings, name: str, progress: Progress) -> None:
     pid = procs.stop(pid_file(settings, name), STOP_TIMEOUT)
     if pid is not None:
         progress(f"[{name}] stopped (pid {pid}, {time.monotonic() - t0:.1f} s)")
-
-
-# ---------------------------------------------------------------- status
-
-@dataclass(frozen=True)
-class PartStatus:
-    name: str
-    pid: int | None
-    port: str
-    health: str  # ok | failing | absent (module not written yet)
-
-    @property
-    def healthy(self) -> bool:
-        return self.health in ("ok", "absent")
-
-
-def status(settings: Settings) -> list[PartStatus]:
-    def pid(name: str) -> int | None:
-        return procs.read_pid(pid_file(settings, name))
-
-    def ok(flag: bool) -> str:
-        return "ok" if flag else "failing"
-
-    host, kport = kafka_hostport(settings)
-    api_ok = http_status(f"http://127.0.0.1:{settings.api_port}/ping") == 200
-    rows = [
-        PartStatus("docker", pid("dockerd"), "-", ok(docker_healthy(10))),
-        PartStatus("kafka", pid("kafka"), str(kport), ok(tcp_open(host, kport) and kafka_healthy(settings.kafka, 5))),
-        PartStatus("couchdb", pid("couchdb"), str(couch_hostport(settings)[1]), ok(couch_healthy(settings))),
-    ]
-    for c in components(settings):
-        p = pid(c.name)
-        if not module_available(c.module):
-            health = "absent"
-        elif c.name == "api":
-            health = ok(p is not None and api_ok)
-        else:
-            health = ok(p is not None)
-        rows.append(PartStatus(c.name, p, str(settings.api_port) if c.name == "api" else "-", health))
-    nginx_status = http_status(f"http://127.0.0.1:{settings.nginx_port}/api/v1")
-    nginx_ok = nginx_status == 200 if module_available("api") else nginx_status is not None
-    rows.append(PartStatus("nginx", pid("nginx"), str(settings.nginx_port), ok(pid("nginx") is not None and nginx_ok)))
-    return rows

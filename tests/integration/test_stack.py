@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from cli import procs, services
+from cli import procs, services, status
 from contracts.settings import REPO, Settings, load
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,7 @@ def test_second_start_leaves_running_parts_alone(settings: Settings) -> None:
     after = {n: procs.read_pid(services.pid_file(settings, n)) for n in before}
     assert before == after and None not in after.values()
     assert all("already running" in line for line in lines), lines
-    rows = {r.name: r for r in services.status(settings)}
+    rows = {r.name: r for r in status.status(settings)}
     assert rows["kafka"].health == "ok" and rows["couchdb"].health == "ok"
 
 
