@@ -423,7 +423,7 @@ def remove_action_containers(progress: Progress = say) -> None:
     """docker rm -f the action containers: label `streamwhisk` and a name starting with wsk."""
     if not docker_healthy(5):
         return
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=streamwhisk", "--filter", "name=^/?wsk"],
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=streamwhisk.managed", "--filter", "name=^/?wsk"],
                          capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
