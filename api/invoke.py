@@ -14,11 +14,12 @@ from contracts import bus, entities
 from contracts.errors import WhiskError
 from contracts.events import ActivationCompleted, ActivationRequested, new_id
 from projections.views import WHISKS
-from streams.entities.logic import merge_parameters
+from streams.entities.logic import resolve_action_params
 
 MAX_WAIT_MS = 60000
 ADMISSION_TIMEOUT = 15.0
 STATUS_BY_CODE = {0: 200, 1: 502, 2: 502, 3: 500}
+BINDING_FIELD = "wsk_binding"  # internal: the binding an action was invoked through
 
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -32,23 +33,47 @@ def _truthy(v: Any) -> bool:
 
 
 async def resolve_action(request: web.Request, ns: str, doc_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The action and its parameters merged under package < action (OpenWhisk's precedence)."""
+    """The action and its parameters merged package < binding < action (spec 4.2).
+
+    `ns/pkg/name` may go through a binding: the action then lives in the bound package, and the record gets the
+    `binding` annotation (carried to the invoker as the internal action field BINDING_FIELD).
+    """
     views = request.app[VIEWS]
-    action = await views.get(WHISKS, doc_id)
-    if action is None:
+    caller = identity(request).namespace
+    parts = doc_id.split("/")
+    if len(parts) == 2:
+        if ns != caller:  # only packages are shared across namespaces
+            raise errors.not_authorized(doc_id)
+        action = await _typed(views, doc_id, "action")
+        return action, action.get("parameters", [])
+    pkg = await views.get(WHISKS, "/".join(parts[:2]))
+    if pkg is None or pkg.get("entityType") != "package":
         raise WhiskError(404, errors.NOT_FOUND)
-    if action.get("entityType") != "action":
-        raise WhiskError(409, entities.CONFORMANCE)
-    params = action.get("parameters", [])
-    if "/" in action["namespace"]:
-        pkg = await views.get(WHISKS, action["namespace"])
-        if pkg is not None:
-            if ns != identity(request).namespace and not pkg.get("publish"):
-                raise errors.not_authorized(doc_id)
-            params = merge_parameters(pkg.get("parameters", []), params)
-    elif ns != identity(request).namespace:
+    binding: dict[str, Any] | None = None
+    if pkg.get("binding"):
+        if ns != caller:  # another namespace's bindings are never shared
+            raise errors.not_authorized(doc_id)
+        binding = pkg
+        b = pkg["binding"]
+        pkg = await views.get(WHISKS, f"{b['namespace']}/{b['name']}")
+        if pkg is None or pkg.get("entityType") != "package":
+            raise WhiskError(404, errors.NOT_FOUND)
+    if pkg["namespace"] != caller and not pkg.get("publish"):
         raise errors.not_authorized(doc_id)
+    action = await _typed(views, f"{pkg['namespace']}/{pkg['name']}/{parts[2]}", "action")
+    params = resolve_action_params(action, pkg, binding)
+    if binding is not None:
+        action = {**action, BINDING_FIELD: f"{binding['namespace']}/{binding['name']}"}
     return action, params
+
+
+async def _typed(views: Any, doc_id: str, etype: str) -> dict[str, Any]:
+    doc: dict[str, Any] | None = await views.get(WHISKS, doc_id)
+    if doc is None:
+        raise WhiskError(404, errors.NOT_FOUND)
+    if doc.get("entityType") != etype:
+        raise WhiskError(409, entities.CONFORMANCE)
+    return doc
 
 
 async def invoke_action(request: web.Request, ns: str, doc_id: str) -> web.Response:
@@ -64,8 +89,10 @@ async def invoke_action(request: web.Request, ns: str, doc_id: str) -> web.Respo
             raise WhiskError(400, f"Timeout must be number of milliseconds up to {MAX_WAIT_MS}.")
     payload = await read_json_object(request, entities.MAX_PAYLOAD_SIZE)
     action, params = await resolve_action(request, ns, doc_id)
-    if action.get("exec", {}).get("kind") == "sequence":
-        raise WhiskError(501, "Sequences are not implemented yet.")
+    from api import compositions  # sequences and conductors run here, as OpenWhisk's controller runs them
+
+    if compositions.is_composition(action):
+        return await compositions.invoke(request, action, payload, blocking, result_only, wait_ms)
     defined = {p["key"] for p in params}
     if _truthy(_annotation(action, "final")) and defined & payload.keys():
         raise WhiskError(400, "Request defines parameters that are not allowed (e.g., reserved properties).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
 import orjson
@@ -92,14 +93,29 @@ def ensure_guest_subject(settings: Settings) -> str:
 
 
 def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    """wskadmin-style `user` commands; the key is printed once (only its hash is kept)."""
     op = args.op
+    if op != "list" and not args.subject:
+        print(f"error: '{op}' needs a subject", file=sys.stderr)
+        return 2
+    current = asyncio.run(read_subjects(settings))
     if op == "create":
+        ns = args.namespace or args.subject
+        if args.subject in current and ns in current[args.subject]["namespaces"] and not args.auth:
+            print(f"error: namespace '{ns}' already exists for subject '{args.subject}'", file=sys.stderr)
+            return 1
         limits = orjson.loads(args.limits) if args.limits else None
-        print(asyncio.run(create_subject(settings, args.subject, args.namespace, args.auth, limits)))
+        print(asyncio.run(create_subject(settings, args.subject, ns, args.auth, limits)))
     elif op == "list":
-        for name, s in sorted(asyncio.run(read_subjects(settings)).items()):
-            flag = " (blocked)" if s["blocked"] else ""
-            print(f"{name}\t{','.join(sorted(s['namespaces']))}{flag}")
+        for name, s in sorted(current.items()):
+            if args.json:
+                print(orjson.dumps({"subject": name, "namespaces": sorted(s["namespaces"]),
+                                    "blocked": s["blocked"]}).decode())
+            else:
+                print(f"{name}\t{','.join(sorted(s['namespaces']))}{' (blocked)' if s['blocked'] else ''}")
+    elif args.subject not in current:
+        print(f"error: subject '{args.subject}' does not exist", file=sys.stderr)
+        return 1
     elif op in ("block", "unblock"):
         asyncio.run(publish(settings, SubjectBlocked(subject=args.subject, blocked=op == "block"), args.subject))
         print(f"{args.subject} {op}ed")
@@ -115,3 +131,4 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", help="namespace (default: the subject)")
     p.add_argument("--auth", help="uuid:key to use instead of a generated one")
     p.add_argument("--limits", help='JSON, e.g. {"invocationsPerMinute": 1000}')
+    p.add_argument("--json", action="store_true", help="list: one JSON object per subject")

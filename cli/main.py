@@ -75,6 +75,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     services.ensure_docker(settings, say)
     services.start_kafka(settings, say)
     services.start_couch(settings, say)
+    services.start_connect(settings, say)  # Kafka Connect for connector feeds
     if not args.no_images:
         _ensure_images()
     started: list[tuple[str, float]] = []

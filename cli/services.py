@@ -305,6 +305,50 @@ def start_couch(settings: Settings, progress: Progress = say) -> None:
     progress(f"[couchdb] ready on {settings.couchdb} ({time.monotonic() - t0:.1f} s)")
 
 
+CONNECT_LOG4J = """log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.org.reflections=ERROR
+"""
+
+
+def start_connect(settings: Settings, progress: Progress = say) -> None:
+    """A distributed Kafka Connect worker (connectors and offsets live in Kafka topics) for connector feeds."""
+    if _already(settings, "connect", progress):
+        return
+    url = f"http://127.0.0.1:{settings.connect_port}/"
+    if http_status(url) == 200:
+        progress(f"[connect] already running on {url}")
+        return
+    t0 = time.monotonic()
+    cdir = settings.home / "connect"
+    cdir.mkdir(parents=True, exist_ok=True)
+    conf, log4j = cdir / "worker.properties", cdir / "log4j.properties"
+    group = f"{settings.prefix}-connect"
+    conf.write_text("\n".join([
+        f"bootstrap.servers={settings.kafka}", f"group.id={group}",
+        f"listeners=http://127.0.0.1:{settings.connect_port}",
+        "rest.advertised.host.name=127.0.0.1", f"rest.advertised.port={settings.connect_port}",
+        "key.converter=org.apache.kafka.connect.storage.StringConverter",
+        "value.converter=org.apache.kafka.connect.storage.StringConverter",
+        *(f"{k}.storage.topic={group}-{k}s" for k in ("config", "offset", "status")),
+        *(f"{k}.storage.replication.factor=1" for k in ("config", "offset", "status")),
+        "offset.storage.partitions=1", "status.storage.partitions=1", "offset.flush.interval.ms=1000",
+        "scheduled.rebalance.max.delay.ms=0", "",
+    ]))
+    log4j.write_text(CONNECT_LOG4J)
+    progress(f"[connect] starting Kafka Connect on {url}…")
+    alive = _spawn(settings, "connect", [
+        "java", "-Xms128m", "-Xmx384m", "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{log4j}",
+        "-cp", str(kafka_libs(settings) / "*"), "org.apache.kafka.connect.cli.ConnectDistributed", str(conf)])
+    try:
+        wait_http(url, 120, 200, alive)
+    except StartError as e:
+        raise _fail(settings, "connect", e) from None
+    progress(f"[connect] ready on {url} ({time.monotonic() - t0:.1f} s)")
+
+
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -316,6 +360,7 @@ def components(settings: Settings) -> list[Component]:
     """Streamwhisk's own processes in start order."""
     parts = [Component("api", "api"), Component("streams", "streams"), Component("projections", "projections")]
     parts += [Component(f"invoker{i}", "invoker", ("--id", str(i))) for i in range(settings.invokers)]
+    parts.append(Component("feeds", "feeds"))  # alarm and Kafka feed providers (feeds/)
     return parts
 
 

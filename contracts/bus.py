@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -18,6 +19,34 @@ log = logging.getLogger(__name__)
 
 # Action code may be up to 48 MB and travels in events; the broker allows 64 MB.
 MAX_MESSAGE = 64 * 1024 * 1024
+
+FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+DAY_MS = 24 * 3600 * 1000
+# Topic settings by name (the part after the prefix); see docs/event-log.md. The event store topics keep
+# everything (a full log, not compacted: replay and audit need every event); operational topics expire.
+EVENT_STORE = ("subjects", "entities", "commands", "access", "deadletter", "fires")
+OPERATIONAL_MS = {"invocations": 7 * DAY_MS, "authorized": 7 * DAY_MS, "health": DAY_MS, "progress": DAY_MS,
+                  "feedreqs": 7 * DAY_MS}
+
+
+def activation_retention_ms() -> int:
+    """Retention of the completions topic (activation records); -1 (default) keeps them all, so a replay
+    rebuilds every activation. A finite value means replay rebuilds only the activations still in the log."""
+    return int(os.environ.get("WSK_ACTIVATION_RETENTION_MS", "-1"))
+
+
+def topic_configs(name: str) -> dict[str, str]:
+    """Default configs for a new topic `<prefix>.<kind>` (explicit configs passed to ensure_topics win)."""
+    kind = name.rsplit(".", 1)[-1]
+    if kind in EVENT_STORE:
+        return dict(FOREVER)
+    if kind == "completions":
+        return {"cleanup.policy": "delete", "retention.ms": str(activation_retention_ms()), "retention.bytes": "-1"}
+    if kind in OPERATIONAL_MS:
+        return {"cleanup.policy": "delete", "retention.ms": str(OPERATIONAL_MS[kind])}
+    if kind.startswith("invoker") and kind[7:].isdigit():
+        return {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
+    return {}
 
 
 def producer(bootstrap: str) -> AIOKafkaProducer:
@@ -64,7 +93,7 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(n, partitions, 1, topic_configs=(configs or {}).get(n, {}))
+            NewTopic(n, partitions, 1, topic_configs={**topic_configs(n), **(configs or {}).get(n, {})})
             for n in names if n not in existing
         ]
         if new:

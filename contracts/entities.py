@@ -85,15 +85,15 @@ class Runtime:
 
 RUNTIMES: dict[str, Runtime] = {
     "python:3": Runtime("python:3", "python", "streamwhisk/action-python", True),
-    "nodejs:20": Runtime("nodejs:20", "nodejs", "streamwhisk/action-nodejs", True),
+    "nodejs:18": Runtime("nodejs:18", "nodejs", "streamwhisk/action-nodejs", True),  # Debian bookworm: node 18
 }
 # Accepted spellings that store as a canonical kind (OpenWhisk resolves `<family>:default` on save).
 KIND_ALIASES: dict[str, str] = {
     "python": "python:3",
     "python:default": "python:3",
     "python:3.11": "python:3",
-    "nodejs": "nodejs:20",
-    "nodejs:default": "nodejs:20",
+    "nodejs": "nodejs:18",
+    "nodejs:default": "nodejs:18",
 }
 BLACKBOX = "blackbox"
 SEQUENCE = "sequence"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,6 +17,33 @@ import orjson
 
 SCHEMA_VERSION = 1
 Json = dict[str, Any]
+Upcaster = Callable[[Json], Json]
+
+# (type, v) -> function turning an encoded event of version v into version v+1. Adding a field with a default
+# needs no upcaster (decode defaults it); renaming or reshaping a field does: register one here, bump
+# SCHEMA_VERSION, and events written by every older version still decode (and replay).
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcaster(type_: str, from_v: int) -> Callable[[Upcaster], Upcaster]:
+    def register(fn: Upcaster) -> Upcaster:
+        UPCASTERS[(type_, from_v)] = fn
+        return fn
+
+    return register
+
+
+def upcast(d: Json) -> Json:
+    """Bring an encoded event up to SCHEMA_VERSION; events without `v` are version 0."""
+    v = d.get("v", 0)
+    if not isinstance(v, int):
+        raise DecodeError(f"bad schema version: {v!r}")
+    while v < SCHEMA_VERSION:
+        fn = UPCASTERS.get((d["type"], v))
+        if fn is not None:
+            d = fn(dict(d))
+        v += 1
+    return {**d, "v": v} if d.get("v") != v else d
 
 
 class DecodeError(ValueError):
@@ -199,6 +227,52 @@ EVENT_TYPES: dict[str, type[Event]] = {
         InvokerPing, ApiCalled, ProjectionProgress, DeadLetter,
     )
 }
+
+
+# --- triggers and feeds (appended; registered below) ---------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerFired(Event):
+    """A trigger fired (by the API or a feed); the rules agent answers on completions with `activation_id`:
+    the trigger's record (202), or rejected_status 204 (no active rule), 404 or 429."""
+
+    TYPE: ClassVar[str] = "trigger.fired"
+    activation_id: str
+    namespace: str  # the trigger's namespace
+    subject: str  # who fires: the trigger's owner
+    trigger: str  # doc id "ns/name"
+    payload: Json = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    transaction_id: str = ""
+    source: str = "api"  # api | feed kind
+    slot: int | None = None  # alarm slot (epoch ms) for feed fires, to find a fire that was sent but not recorded
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedChanged(Event):
+    """A feed's state, compacted by trigger: the feed service's source of truth (config None = deleted)."""
+
+    TYPE: ClassVar[str] = "feed.changed"
+    trigger: str  # doc id "ns/name"
+    subject: str = ""
+    namespace: str = ""
+    kind: str = ""  # alarm | interval | once | topic | connector
+    config: Json | None = None
+    status: str = "active"  # active | paused
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedProgress(Event):
+    """How far a feed has fired (compacted by "progress/<trigger>[/<partition>]")."""
+
+    TYPE: ClassVar[str] = "feed.progress"
+    trigger: str
+    slot: int  # alarms: last slot fired (epoch ms); topic feeds: next offset to read
+    partition: int | None = None  # topic feeds: the source partition
+
+
+EVENT_TYPES.update({cls.TYPE: cls for cls in (TriggerFired, FeedChanged, FeedProgress)})
 # Nested event fields, rebuilt on decode.
 _NESTED: dict[str, type[Event]] = {"request": ActivationRequested}
 
@@ -216,6 +290,10 @@ def from_dict(d: Json) -> Event:
         cls = EVENT_TYPES[d["type"]]
     except (KeyError, TypeError) as e:
         raise DecodeError(f"unknown event type: {d.get('type') if isinstance(d, dict) else d!r}") from e
+    try:
+        d = upcast(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(f"{cls.TYPE}: cannot upcast v{d.get('v', 0)}: {e}") from e
     names = {f.name for f in dataclasses.fields(cls)}
     # Fields unknown to this version are ignored, missing ones take their defaults: old events replay.
     kw = {k: v for k, v in d.items() if k in names}

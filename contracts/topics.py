@@ -52,6 +52,18 @@ class Topics:
     def deadletter(self) -> str:
         return self._t("deadletter")
 
+    @property
+    def fires(self) -> str:  # TriggerFired, keyed by namespace (rules agent)
+        return self._t("fires")
+
+    @property
+    def feed_requests(self) -> str:  # feed action invocations (lifecycle events), keyed by trigger
+        return self._t("feedreqs")
+
+    @property
+    def feed_state(self) -> str:  # compacted: FeedChanged/FeedProgress by trigger, the feed service's state
+        return self._t("feedstate")
+
     def invoker(self, n: int) -> str:
         return self._t(f"invoker{n}")
 

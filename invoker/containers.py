@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import docker
 import docker.errors
 from docker.types import LogConfig, Ulimit
+
+import docker
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 CONTAINER_SOCKET_DIR = "/run/ow"
@@ -68,6 +69,10 @@ class ContainerStartError(RuntimeError):
     pass
 
 
+class ImageMissing(ContainerStartError):
+    """Docker has no such image (no registry is reachable, so it cannot be pulled either)."""
+
+
 def parse_ts_ns(ts: str) -> int:
     """RFC3339Nano (as docker writes it, trailing zeros trimmed) -> unix ns."""
     m = _TS.match(ts)
@@ -89,6 +94,24 @@ def _frames(raw: bytes) -> list[tuple[str, str, str]]:
         ts, _, text = payload.partition(" ")
         out.append((ts, "stderr" if kind == 2 else "stdout", text))
     return out
+
+
+def limit_lines(lines: list[str], limit_bytes: int) -> tuple[list[str], bool]:
+    """Keep whole lines while they fit in limit_bytes, then OpenWhisk's truncation notice.
+
+    >>> limit_lines(["abc", "def"], 5)
+    (['abc', 'Logs were truncated because the total bytes size exceeds the limit of 5 bytes.'], True)
+    """
+    out: list[str] = []
+    size = 0
+    for line in lines:
+        n = len(line.encode()) + 1
+        if size + n > limit_bytes:
+            out.append(f"Logs were truncated because the total bytes size exceeds the limit of {limit_bytes} bytes.")
+            return out, True
+        out.append(line)
+        size += n
+    return out, False
 
 
 class DockerDriver:
@@ -132,13 +155,16 @@ class DockerDriver:
     def _create_and_start(self, spec: ContainerSpec, sock_dir: Path) -> str:
         env = {**spec.env, "OW_PROXY_SOCKET": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"}
         labels = {f"{self.label_prefix}.managed": "true", **spec.labels}
-        created = self._api.create_container(
-            spec.image,
-            name=spec.name,
-            environment=env,
-            labels=labels,
-            host_config=self._host_config(spec, sock_dir),
-        )
+        try:
+            created = self._api.create_container(
+                spec.image,
+                name=spec.name,
+                environment=env,
+                labels=labels,
+                host_config=self._host_config(spec, sock_dir),
+            )
+        except docker.errors.ImageNotFound as e:
+            raise ImageMissing(spec.image) from e
         cid: str = created["Id"]
         self._api.start(cid)
         return cid
@@ -150,7 +176,11 @@ class DockerDriver:
         if len(str(sock_path)) > 100:  # AF_UNIX sun_path limit is 108 bytes
             raise ValueError(f"socket path too long: {sock_path}")
         sock_path.unlink(missing_ok=True)
-        cid = await asyncio.to_thread(self._create_and_start, spec, sock_dir)
+        try:
+            cid = await asyncio.to_thread(self._create_and_start, spec, sock_dir)
+        except BaseException:
+            shutil.rmtree(sock_dir, ignore_errors=True)
+            raise
         c = ActionContainer(id=cid, name=spec.name, socket_path=str(sock_path), spec=spec)
         try:
             await self._wait_ready(c, ready_timeout_s)
@@ -273,36 +303,31 @@ class DockerDriver:
         return bytes(res.content)
 
     async def logs(self, c: ActionContainer, since_ns: int, limit_bytes: int, wait_s: float = 2.0) -> LogResult:
-        lines: list[str] = []
-        size = 0
-        truncated = False
+        """The activation's log lines since since_ns, read until both sentinels are seen or wait_s passes."""
+        got: list[tuple[int, str, str, str]] = []
         seen = {"stdout": False, "stderr": False}
-        cursor = since_ns - 1  # newest timestamp read so far; docker's `since` is inclusive
+        # One cursor per stream: docker copies stdout and stderr in separate goroutines, so a later stderr line
+        # can reach the log before an earlier stdout line; a shared cursor would then skip the stdout line.
+        cursors = {"stdout": since_ns - 1, "stderr": since_ns - 1}
         deadline = time.monotonic() + wait_s
         while True:
-            boundary = cursor
-            raw = await asyncio.to_thread(self._fetch_logs, c.id, max(cursor, since_ns))
+            start = min(cursors.values())
+            raw = await asyncio.to_thread(self._fetch_logs, c.id, max(start, since_ns))
             for ts, stream, text in _frames(raw):
                 ts_ns = parse_ts_ns(ts)
-                if ts_ns <= boundary:
+                if ts_ns <= cursors.get(stream, start):
                     continue  # already read in a previous poll
-                cursor = max(cursor, ts_ns)
+                cursors[stream] = ts_ns
                 if SENTINEL in text:
                     seen[stream] = True
-                    continue
-                line = f"{ts} {stream}: {text}"
-                n = len(line.encode()) + 1
-                if truncated or size + n > limit_bytes:
-                    truncated = True
-                    continue
-                lines.append(line)
-                size += n
+                else:
+                    got.append((ts_ns, ts, stream, text))
             complete = all(seen.values())
             if complete or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.02)
-        if truncated:
-            lines.append(f"Logs were truncated because the total bytes size exceeds the limit of {limit_bytes} bytes.")
+        ordered = sorted(got, key=lambda g: g[0])  # stable: docker may hand the two streams over out of order
+        lines, truncated = limit_lines([f"{ts} {stream}: {text}" for _, ts, stream, text in ordered], limit_bytes)
         return LogResult(lines=lines, complete=complete, truncated=truncated)
 
     async def was_oom_killed(self, c: ActionContainer, wait_s: float = 1.0) -> bool:

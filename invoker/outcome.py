@@ -10,6 +10,7 @@ import orjson
 from invoker.containers import HttpResult
 
 MAX_RESULT = 1048576
+BINDING_FIELD = "wsk_binding"  # set by the API on an action invoked through a package binding
 STATUS = {0: "success", 1: "application error", 2: "action developer error", 3: "whisk internal error"}
 
 
@@ -77,6 +78,10 @@ def internal_error(msg: str) -> Outcome:
     return _error(3, msg)
 
 
+def developer_error(msg: str) -> Outcome:
+    return _error(2, msg)
+
+
 def _json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
@@ -98,6 +103,8 @@ def record(
     ]
     if init_ms is not None:
         annotations.append({"key": "initTime", "value": init_ms})
+    if action.get(BINDING_FIELD):
+        annotations.append({"key": "binding", "value": action[BINDING_FIELD]})
     response: dict[str, Any] = {
         "status": STATUS[outcome.status_code], "statusCode": outcome.status_code,
         "success": outcome.status_code == 0, "result": outcome.result,
@@ -111,4 +118,5 @@ def record(
     }
     if cause:
         rec["cause"] = cause
+        annotations.append({"key": "causedBy", "value": "sequence"})  # inside a sequence or conductor
     return rec

@@ -2,12 +2,22 @@
 
 Delivery is at-most-once, as in OpenWhisk: the assignment offset is committed when the activation starts, so a
 crashed invoker never runs an activation twice (the balancer's health tracking routes new work elsewhere).
+
+Tunables (environment):
+- WSK_INVOKER_PAUSE_GRACE_S (10): an idle warm container is paused after this; unpaused on its next activation.
+- WSK_INVOKER_IDLE_REMOVE_S (600): an idle warm container is removed after this.
+- WSK_INVOKER_PREWARM ("python:3@256"): stem cells kept ready, `kind@memoryMB` separated by spaces or commas.
+- WSK_ACTION_API_HOST (unset): the value of __OW_API_HOST in action containers. Containers have no network, so
+  an action can only call the API back if the operator also gives them a route to it; isolation comes first.
+- __OW_API_KEY is never provided, whatever `provide-api-key` says: keys must not travel through Kafka in
+  plaintext, and the invoker holds none. Actions that need one take it as a (encrypted-at-rest) parameter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -17,16 +27,43 @@ from contracts.events import ActivationAssigned, ActivationCompleted, Activation
 from contracts.settings import Settings
 from contracts.topics import Topics
 from invoker import outcome
-from invoker.containers import ActionContainer, ContainerSpec, DockerDriver
+from invoker.containers import ActionContainer, ContainerSpec, ContainerStartError, DockerDriver, ImageMissing
 from invoker.pool import Key, Pool, Slot
 
 log = logging.getLogger("invoker")
 
-IMAGES = {"python:3": "streamwhisk/action-python:latest", "nodejs:20": "streamwhisk/action-nodejs:latest"}
-PAUSE_GRACE_S = 10.0
-IDLE_REMOVE_S = 600.0
-PREWARM = [("python:3", 256)]
+IMAGES = {"python:3": "streamwhisk/action-python:latest", "nodejs:18": "streamwhisk/action-nodejs:latest"}
+PAUSE_GRACE_S = float(os.environ.get("WSK_INVOKER_PAUSE_GRACE_S", "10"))
+IDLE_REMOVE_S = float(os.environ.get("WSK_INVOKER_IDLE_REMOVE_S", "600"))
 PING_EVERY_S = 1.0
+PROVISION_ERROR = "Failed to provision resources to run the action."
+
+
+def parse_prewarm(spec: str) -> list[tuple[str, int]]:
+    """`kind@memoryMB` items; a bare kind means 256 MB.
+
+    >>> parse_prewarm("python:3@256, nodejs:18")
+    [('python:3', 256), ('nodejs:18', 256)]
+    """
+    out = []
+    for item in spec.replace(",", " ").split():
+        kind, _, mem = item.partition("@")
+        out.append((kind, int(mem or 256)))
+    return out
+
+
+PREWARM = parse_prewarm(os.environ.get("WSK_INVOKER_PREWARM", "python:3@256"))
+API_HOST = os.environ.get("WSK_ACTION_API_HOST", "")
+
+
+def start_failure(kind: str, image: str, e: Exception) -> outcome.Outcome:
+    """As OpenWhisk: a user's (blackbox) image is the developer's problem, a managed runtime's is ours."""
+    log.warning("container start failed for %s: %s", image, e)
+    if kind != "blackbox":
+        return outcome.internal_error(PROVISION_ERROR)
+    if isinstance(e, ImageMissing):
+        return outcome.developer_error(f"Failed to pull container image '{image}'.")
+    return outcome.developer_error("The action did not initialize and exited unexpectedly.")
 
 
 class Invoker:
@@ -48,6 +85,7 @@ class Invoker:
     async def _start_container(self, kind: str, image: str, memory_mb: int) -> ActionContainer:
         spec = ContainerSpec(
             image=image, name=f"{self.prefix}{uuid.uuid4().hex[:12]}", memory_mb=memory_mb,
+            env={"__OW_API_HOST": API_HOST} if API_HOST else {},
             labels={"streamwhisk.invoker": str(self.index), "streamwhisk.kind": kind},
             user_memory_mb=self.pool.user_memory_mb,
         )
@@ -172,7 +210,10 @@ class Invoker:
         exec_ = action.get("exec", {})
         c = self.containers.get(slot.name)
         if c is None:  # a pending slot: cold start a fresh container
-            c = await self._start_container(slot.kind, image, slot.memory_mb)
+            try:
+                c = await self._start_container(slot.kind, image, slot.memory_mb)
+            except (ContainerStartError, TimeoutError) as e:
+                return start_failure(slot.kind, image, e), None, []
             self.pool.slots.pop(slot.name, None)
             slot.name = c.name
             self.pool.slots[c.name] = slot
@@ -188,10 +229,13 @@ class Invoker:
         init_ms: int | None = None
         if cold:
             init_params = {p["key"]: str(p["value"]) for p in action.get("parameters", []) if p.get("init")}
-            payload = {"value": {
-                "name": action["name"], "main": exec_.get("main", "main"), "code": exec_.get("code", ""),
+            value: dict[str, Any] = {
+                "name": action["name"], "main": exec_.get("main", "main"),
                 "binary": bool(exec_.get("binary", False)), "env": {**init_params, **ow_env},
-            }}
+            }
+            if exec_.get("code"):  # omitted for a blackbox image that brings its own action
+                value["code"] = exec_["code"]
+            payload = {"value": value}
             r = await self.driver.init(c, payload, timeout_ms / 1000)
             init_ms = int(r.elapsed_ms)
             failed = outcome.from_init(r, timeout_ms, r.status is None and await self.driver.was_oom_killed(c))

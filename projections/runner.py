@@ -2,99 +2,149 @@
 
 At-least-once: offsets are committed after the write, and a redelivered event is a no-op (see views.py).
 After each batch a ProjectionProgress event tells API processes how far the views are, for read-your-writes.
+The databases written are the live generation named by the pointer in `<prefix>_meta` (catalog.py): when a
+replay switches generations, the projector seeks back to where the replay stopped and goes on in the new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts import bus, events
 from contracts.events import DeadLetter, Event, ProjectionProgress
 from contracts.settings import Settings
 from contracts.topics import Topics
-from projections import views
+from projections import catalog, views
 from projections.couch import Couch
 
 log = logging.getLogger("projections")
+Batch = list[tuple[int, int, Event]]
+MAX_CONFLICT_RETRIES = 10
 
 
 def database_names(settings: Settings) -> dict[str, str]:
-    return {v: settings.db(v) for v in (views.SUBJECTS, views.WHISKS, views.ACTIVATIONS)}
+    """Generation 0's names (a stack that never replayed); the live ones come from catalog.read/current."""
+    return catalog.names(settings, 0)
 
 
 def ensure_databases(couch: Couch, settings: Settings) -> None:
-    for view, db in database_names(settings).items():
-        couch.ensure_db(db, views.DESIGN_DOCS.get(view))
+    catalog.ensure_databases(couch, catalog.read(couch, settings).dbs)
+
+
+def decode_checked(raw: bytes | None) -> Event:
+    """Decode and check that the projection rules can apply it; DecodeError means a poison event."""
+    ev = events.decode(raw)
+    views.check(ev)
+    return ev
 
 
 def project_batch(
-    couch: Couch, dbs: dict[str, str], batch: list[tuple[int, int, Event]]
+    couch: Couch, dbs: dict[str, str], batch: Batch, known: dict[str, set[str]] | None = None
 ) -> int:
-    """Apply one batch of (partition, offset, event); returns the number of docs written."""
-    wanted: dict[str, set[str]] = defaultdict(set)
-    for _, _, ev in batch:
+    """Apply one batch of (partition, offset, event); returns the number of docs written.
+
+    `known` (replay into fresh databases): the ids that exist, so ids never written are not read back.
+    A conflict (another writer, e.g. a live projector during an in-place replay) re-reads and re-folds the
+    doc: the rules are idempotent, so the result is the same whoever wrote first.
+    """
+    per_doc: dict[str, dict[str, list[tuple[int, int, Event]]]] = defaultdict(lambda: defaultdict(list))
+    for part, off, ev in batch:
         for view, doc_id in views.targets(ev):
-            wanted[view].add(doc_id)
+            per_doc[view][doc_id].append((part, off, ev))  # batch order is offset order per partition
     written = 0
-    for view, ids in wanted.items():
+    for view, docs in per_doc.items():
         db = dbs[view]
-        current: dict[str, Any] = couch.get_many(db, sorted(ids))
-        touched: dict[str, dict[str, Any] | None] = {}
-        for part, off, ev in batch:
-            for v, doc_id in views.targets(ev):
-                if v != view:
+        pending = list(docs)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            ids = pending if known is None else [i for i in pending if i in known[view]]
+            current: dict[str, Any] = couch.get_many(db, ids)
+            out = []
+            for doc_id in pending:
+                cur = current.get(doc_id)
+                new = cur
+                for part, off, ev in docs[doc_id]:
+                    if not views.already_applied(new, part, off):
+                        new = views.apply(view, doc_id, new, ev, part, off)
+                if new is cur:
                     continue
-                cur = touched[doc_id] if doc_id in touched else current.get(doc_id)
-                if views.already_applied(cur, part, off):
-                    continue
-                touched[doc_id] = views.apply(view, doc_id, cur, ev, part, off)
-        out = []
-        for doc_id, doc in touched.items():
-            rev = current.get(doc_id, {}).get("_rev")
-            if doc is None:
-                if rev:
-                    out.append({"_id": doc_id, "_rev": rev, "_deleted": True})
-            else:
-                out.append({**doc, "_rev": rev} if rev else doc)
-        couch.bulk(db, out)
-        written += len(out)
+                rev = cur.get("_rev") if cur else None
+                if new is None:
+                    if rev:
+                        out.append({"_id": doc_id, "_rev": rev, "_deleted": True})
+                else:
+                    out.append({**new, "_rev": rev} if rev else {k: v for k, v in new.items() if k != "_rev"})
+            conflicts = couch.bulk_write(db, out)
+            written += len(out) - len(conflicts)
+            if known is not None:
+                for d in out:
+                    (known[view].discard if d.get("_deleted") else known[view].add)(d["_id"])
+            if not conflicts:
+                break
+            pending = conflicts
+        else:
+            raise RuntimeError(f"{db}: still conflicting after {MAX_CONFLICT_RETRIES} tries: {pending[:3]}")
     return written
+
+
+def dead_letter(topic: str, partition: int, offset: int, raw: bytes | None, reason: str) -> DeadLetter:
+    text = (raw or b"")[:4096].decode("utf-8", "replace")
+    return DeadLetter(topic=topic, partition=partition, offset=offset, reason=reason, raw=text)
+
+
+async def _follow_pointer(consumer: AIOKafkaConsumer, couch: Couch, settings: Settings,
+                          ptr: catalog.Pointer) -> catalog.Pointer:
+    """If a replay switched generations: use the new databases and seek back to where the replay stopped."""
+    new = await asyncio.to_thread(catalog.read, couch, settings)
+    if new.generation == ptr.generation and new.dbs == ptr.dbs:
+        return ptr
+    await asyncio.to_thread(catalog.ensure_databases, couch, new.dbs)
+    for tp in consumer.assignment():
+        at = new.resume_at(tp.topic, tp.partition)
+        if at is not None and at < await consumer.position(tp):
+            consumer.seek(tp, at)
+    log.info("switched to generation %d (%s)", new.generation, new.dbs)
+    return new
 
 
 async def run(settings: Settings, name: str = "projector", stop: asyncio.Event | None = None) -> None:
     topics = Topics(settings.prefix)
     couch = Couch(settings.couchdb)
-    dbs = database_names(settings)
-    await asyncio.to_thread(ensure_databases, couch, settings)
+    ptr = await asyncio.to_thread(catalog.read, couch, settings)
+    await asyncio.to_thread(catalog.ensure_databases, couch, ptr.dbs)
     sources = [topics.subjects, topics.entities, topics.completions]
     await bus.ensure_topics(settings.kafka, [*sources, topics.progress, topics.deadletter])
     consumer = bus.consumer(settings.kafka, *sources, group=f"{settings.prefix}-{name}")
     producer = bus.producer(settings.kafka)
     await consumer.start()
     await producer.start()
-    log.info("projector started")
+    log.info("projector started (generation %d)", ptr.generation)
+    checked = time.monotonic()
     try:
         while stop is None or not stop.is_set():
+            if time.monotonic() - checked > catalog.FOLLOW_INTERVAL_S and consumer.assignment():
+                ptr = await _follow_pointer(consumer, couch, settings, ptr)
+                checked = time.monotonic()
             records = await consumer.getmany(timeout_ms=200, max_records=500)
             if not records:
                 continue
-            batch: list[tuple[int, int, Event]] = []
+            batch: Batch = []
             ends: dict[TopicPartition, int] = {}
             for tp, msgs in records.items():
                 for m in msgs:
                     try:
-                        batch.append((m.partition, m.offset, events.decode(m.value)))
+                        batch.append((m.partition, m.offset, decode_checked(m.value)))
                     except events.DecodeError as e:
-                        raw = (m.value or b"")[:4096].decode("utf-8", "replace")
-                        dl = DeadLetter(topic=tp.topic, partition=m.partition, offset=m.offset, reason=str(e), raw=raw)
+                        log.warning("dead-lettering %s[%d]@%d: %s", tp.topic, m.partition, m.offset, e)
+                        dl = dead_letter(tp.topic, m.partition, m.offset, m.value, str(e))
                         await bus.send(producer, topics.deadletter, None, dl)
                 ends[tp] = msgs[-1].offset + 1
-            await asyncio.to_thread(project_batch, couch, dbs, batch)
+            await asyncio.to_thread(project_batch, couch, ptr.dbs, batch)
             await consumer.commit({tp: off for tp, off in ends.items()})
             for tp, off in ends.items():
                 ev = ProjectionProgress(projector=name, topic=tp.topic, partition=tp.partition, offset=off)

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.events import ActivationCompleted, EntityChanged, Event, SubjectBlocked, SubjectDeleted, SubjectKeyAdded
+from contracts.events import (
+    ActivationCompleted,
+    DecodeError,
+    EntityChanged,
+    Event,
+    SubjectBlocked,
+    SubjectDeleted,
+    SubjectKeyAdded,
+)
 
 Doc = dict[str, Any]
 SUBJECTS, WHISKS, ACTIVATIONS = "subjects", "whisks", "activations"
@@ -27,6 +35,32 @@ def targets(ev: Event) -> list[tuple[str, str]]:
     if isinstance(ev, ActivationCompleted) and ev.record is not None:
         return [(ACTIVATIONS, f"{ev.namespace}/{ev.activation_id}")]
     return []
+
+
+def check(ev: Event) -> None:
+    """Raise DecodeError if an event that decoded cannot be applied (wrong field types): it is dead-lettered
+    instead of stopping the projector. Decoding does not check types, JSON can hold anything."""
+    def bad(why: str) -> DecodeError:
+        return DecodeError(f"{ev.TYPE}: {why}")
+
+    if isinstance(ev, SubjectKeyAdded | SubjectBlocked | SubjectDeleted) and not isinstance(ev.subject, str):
+        raise bad("subject is not a string")
+    if isinstance(ev, SubjectKeyAdded):
+        if not all(isinstance(x, str) for x in (ev.namespace, ev.uuid, ev.key_salt, ev.key_hash)):
+            raise bad("namespace, uuid and key fields must be strings")
+        if not isinstance(ev.limits, dict):
+            raise bad("limits is not an object")
+    if isinstance(ev, EntityChanged):
+        if not isinstance(ev.writes, list):
+            raise bad("writes is not a list")
+        for w in ev.writes:
+            if not (isinstance(w, tuple) and len(w) == 2 and isinstance(w[0], str)
+                    and (w[1] is None or isinstance(w[1], dict))):
+                raise bad(f"a write is not [doc id, doc or null]: {str(w)[:200]}")
+    if isinstance(ev, ActivationCompleted) and ev.record is not None and not (
+        isinstance(ev.record, dict) and isinstance(ev.namespace, str) and isinstance(ev.activation_id, str)
+    ):
+        raise bad("record is not an object or its ids are not strings")
 
 
 def already_applied(current: Doc | None, partition: int, offset: int) -> bool:

@@ -1,7 +1,10 @@
 """Build the action runtime images locally (no registry is reachable).
 
-Base image: Debian bookworm minbase + python3 via mmdebstrap, imported with `docker import`.
-Action image: base + the stdlib action proxy. Tags are content hashes so rebuilds are skipped.
+Base images: Debian bookworm minbase + python3 (or nodejs and unzip) via mmdebstrap, imported with `docker import`.
+Action images: base + the action proxy. Tags are content hashes so rebuilds are skipped.
+
+Node.js: Debian bookworm ships nodejs 18 (18.20.x), so the kind is honestly `nodejs:18`.
+Blackbox: a small local test image (the python image with a built-in action) stands in for a user's image.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import docker
 import docker.errors
+
+import docker
 
 HERE = Path(__file__).resolve().parent
 PROXY = HERE / "python" / "proxy.py"
+NODE_PROXY = HERE / "nodejs" / "proxy.js"
+BLACKBOX_TEST_IMAGE = "streamwhisk/blackbox-test:latest"
+BLACKBOX_ACTION = """def main(args):
+    print("blackbox running")
+    return {"blackbox": True, "args": args}
+"""
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MERGED_USR_HOOKS = "/usr/share/mmdebstrap/hooks/merged-usr"
@@ -42,6 +52,15 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
 COPY proxy.py /opt/ow/proxy.py
 CMD ["python3", "-u", "/opt/ow/proxy.py"]
 """
+NODE_DOCKERFILE = """FROM {base}
+ENV LANG=C.UTF-8 NODE_ENV=production
+COPY proxy.js /opt/ow/proxy.js
+CMD ["node", "/opt/ow/proxy.js"]
+"""
+BLACKBOX_DOCKERFILE = """FROM {base}
+ENV OW_BUILTIN_ACTION=/opt/action/__main__.py
+COPY action.py /opt/action/__main__.py
+"""
 
 
 def host_mirror() -> str:
@@ -57,9 +76,9 @@ def host_mirror() -> str:
     return DEFAULT_MIRROR
 
 
-def _mmdebstrap_args(mirror: str) -> list[str]:
+def _mmdebstrap_args(mirror: str, include: str = "python3") -> list[str]:
     security = mirror.rsplit("/", 1)[0] + "/debian-security"
-    args = ["mmdebstrap", "--variant=minbase", "--include=python3", "--quiet"]
+    args = ["mmdebstrap", "--variant=minbase", f"--include={include}", "--quiet"]
     if Path(MERGED_USR_HOOKS).is_dir():  # merge /usr without the usrmerge package (it drags in ~50 MB of perl)
         args.append(f"--hook-dir={MERGED_USR_HOOKS}")
     args += [f"--dpkgopt={o}" for o in DPKG_EXCLUDES]
@@ -88,10 +107,10 @@ def _exists(client: docker.DockerClient, tag: str) -> bool:
         return False
 
 
-def _build_base(tag: str, mirror: str, progress: Callable[[str], None]) -> None:
+def _build_base(tag: str, mirror: str, progress: Callable[[str], None], include: str = "python3") -> None:
     if shutil.which("mmdebstrap") is None:
         raise RuntimeError("mmdebstrap is not installed; cannot build the base image (apt-get install mmdebstrap)")
-    args = _mmdebstrap_args(mirror)
+    args = _mmdebstrap_args(mirror, include)
     progress(f"building {tag}: {' '.join(args[:3])} ... | docker import (mirror {mirror})")
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as err:
@@ -113,33 +132,57 @@ def _build_base(tag: str, mirror: str, progress: Callable[[str], None]) -> None:
     progress(f"built {tag} in {time.monotonic() - t0:.1f}s")
 
 
-def _build_action(client: docker.DockerClient, base: str, tag: str, progress: Callable[[str], None]) -> None:
-    progress(f"building {tag} on {base}")
+def _build_image(
+    client: docker.DockerClient, dockerfile: str, files: dict[str, bytes], tag: str, progress: Callable[[str], None]
+) -> None:
+    progress(f"building {tag}")
     with tempfile.TemporaryDirectory() as ctx:
-        Path(ctx, "Dockerfile").write_text(DOCKERFILE.format(base=base))
-        shutil.copy(PROXY, Path(ctx, "proxy.py"))
+        Path(ctx, "Dockerfile").write_text(dockerfile)
+        for name, data in files.items():
+            Path(ctx, name).write_bytes(data)
         client.images.build(path=ctx, tag=tag, rm=True, forcerm=True, pull=False)
 
 
+def _ensure(
+    client: docker.DockerClient, dockerfile: str, files: dict[str, bytes], repo: str, force: bool,
+    progress: Callable[[str], None],
+) -> str:
+    """Build `repo:<content hash>` unless present; tag it `repo:latest` too."""
+    tag = f"{repo}:{_digest(dockerfile, *(n.encode() + b'=' + d for n, d in sorted(files.items())))}"
+    if force or not _exists(client, tag):
+        _build_image(client, dockerfile, files, tag, progress)
+    client.images.get(tag).tag(repo, "latest")
+    return tag
+
+
+def _ensure_base(
+    client: docker.DockerClient, repo: str, include: str, mirror: str, force: bool, progress: Callable[[str], None]
+) -> str:
+    tag = f"{repo}:{_digest(' '.join(_mmdebstrap_args('MIRROR', include)))}"
+    if force or not _exists(client, tag):
+        _build_base(tag, mirror, progress, include)
+    else:
+        progress(f"base image {tag} exists")
+    return tag
+
+
 def ensure_images(progress: Callable[[str], None] = print, force: bool = False) -> dict[str, str]:
-    """Build (or reuse) the runtime images; returns kind -> image tag."""
+    """Build (or reuse) the runtime images; returns kind -> image tag (and "blackbox" -> the local test image)."""
     client = docker.from_env()
     try:
         mirror = host_mirror()
-        base_tag = f"streamwhisk/base-python:{_digest(' '.join(_mmdebstrap_args('MIRROR')))}"
-        if force or not _exists(client, base_tag):
-            _build_base(base_tag, mirror, progress)
-        else:
-            progress(f"base image {base_tag} exists")
-        action_tag = f"streamwhisk/action-python:{_digest(base_tag, DOCKERFILE, PROXY.read_bytes())}"
-        if force or not _exists(client, action_tag):
-            _build_action(client, base_tag, action_tag, progress)
-        else:
-            progress(f"action image {action_tag} exists")
-        client.images.get(action_tag).tag("streamwhisk/action-python", "latest")
-        size_mb = client.images.get(action_tag).attrs["Size"] / 1e6
-        progress(f"python:3 -> {action_tag} ({size_mb:.1f} MB)")
-        return {"python:3": action_tag}
+        py_base = _ensure_base(client, "streamwhisk/base-python", "python3", mirror, force, progress)
+        py = _ensure(client, DOCKERFILE.format(base=py_base), {"proxy.py": PROXY.read_bytes()},
+                     "streamwhisk/action-python", force, progress)
+        node_base = _ensure_base(client, "streamwhisk/base-nodejs", "nodejs,unzip", mirror, force, progress)
+        node = _ensure(client, NODE_DOCKERFILE.format(base=node_base), {"proxy.js": NODE_PROXY.read_bytes()},
+                       "streamwhisk/action-nodejs", force, progress)
+        box = _ensure(client, BLACKBOX_DOCKERFILE.format(base=py), {"action.py": BLACKBOX_ACTION.encode()},
+                      BLACKBOX_TEST_IMAGE.split(":")[0], force, progress)
+        images = {"python:3": py, "nodejs:18": node, "blackbox": box}
+        for kind, tag in images.items():
+            progress(f"{kind} -> {tag} ({client.images.get(tag).attrs['Size'] / 1e6:.1f} MB)")
+        return images
     finally:
         client.close()
 

@@ -8,6 +8,7 @@ so a restarted worker recovers its state. concurrency=1 everywhere: decisions on
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import faust
@@ -27,7 +28,7 @@ from contracts.events import (
 )
 from contracts.settings import Settings
 from contracts.topics import Topics
-from streams import balancer, throttle
+from streams import balancer, rules, throttle
 from streams import decide as logic
 
 log = logging.getLogger("streams")
@@ -41,8 +42,9 @@ def create_app(settings: Settings) -> faust.App:
         broker=f"kafka://{settings.kafka}",
         store="memory://",
         datadir=str(settings.home / "faust"),
-        topic_partitions=1,
-        topic_replication_factor=1,
+        # Kubernetes chart: partitions bound how many workers share the load; must match the source topics.
+        topic_partitions=int(os.environ.get("WSK_PARTITIONS", "1")),
+        topic_replication_factor=int(os.environ.get("WSK_REPLICATION", "1")),
         table_standby_replicas=0,
         web_enabled=False,
         broker_session_timeout=10,
@@ -168,12 +170,16 @@ def create_app(settings: Settings) -> faust.App:
             ev = _decode(raw)
             if not isinstance(ev, ActivationCompleted):
                 continue
+            if ev.rejected_status is None and ev.invoker is None:
+                continue  # a trigger/sequence record (streams.rules, api.compositions): it held no slot
             if ev.rejected_status is None or ev.rejected_status == 503:
                 throttles[ev.namespace] = throttle.release(throttles.get(ev.namespace))
             if ev.invoker is not None:
                 key = str(ev.invoker)
                 slots[key] = max(0, int(slots.get(key, 0)) - ev.memory_mb)
 
+    rules.register(app, {"entities": entities, "subjects": subjects, "throttles": throttles},
+                   {"fires": topic(t.fires), "authorized": authorized, "completions": completions})
     return app
 
 

@@ -11,7 +11,7 @@ import math
 import zlib
 from typing import Any
 
-HEALTH_TIMEOUT_MS = 3000  # an invoker that has not pinged for this long gets no new work
+HEALTH_TIMEOUT_MS = 10000  # an invoker silent this long gets no new work (OpenWhisk: 10 s)
 
 
 def healthy(invokers: dict[int, dict[str, Any]], now_ms: int) -> list[int]:

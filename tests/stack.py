@@ -95,6 +95,7 @@ def start_infra() -> Settings:
     services.ensure_docker(base, say)
     services.start_kafka(base, say)
     services.start_couch(base, say)
+    services.start_connect(base, say)  # shared, like Kafka: connector feeds
     from runtimes.build import ensure_images
 
     ensure_images(lambda m: say(f"[images] {m}"))

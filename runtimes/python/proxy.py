@@ -116,7 +116,13 @@ class Handler(BaseHTTPRequestHandler):
         if _initialized:
             return 403, {"error": "Cannot initialize the action more than once."}
         value = body.get("value") or {}
-        if not isinstance(value, dict) or not value.get("code"):
+        if not isinstance(value, dict):
+            return 403, {"error": "Missing main/no code to execute."}
+        builtin = os.environ.get("OW_BUILTIN_ACTION")
+        if not value.get("code") and builtin and os.path.isfile(builtin):  # a blackbox image with its action inside
+            with open(builtin, encoding="utf-8") as f:
+                value = {**value, "code": f.read(), "binary": False}
+        if not value.get("code"):
             return 403, {"error": "Missing main/no code to execute."}
         for k, v in (value.get("env") or {}).items():
             os.environ[str(k)] = _env_value(v)

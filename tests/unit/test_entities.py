@@ -80,8 +80,8 @@ def test_parse_fqn_rejects(path: str) -> None:
         ("python:default", "python:3"),
         ("python", "python:3"),
         ("python:3.11", "python:3"),
-        ("nodejs:20", "nodejs:20"),
-        ("nodejs:default", "nodejs:20"),
+        ("nodejs:18", "nodejs:18"),
+        ("nodejs:default", "nodejs:18"),
         ("blackbox", "blackbox"),
         ("sequence", "sequence"),
         (" Python:3 ", "python:3"),
@@ -96,7 +96,7 @@ def test_unknown_kind() -> None:
     assert e.status == 400
     assert e.message == (
         MAL + "The specified runtime 'java:8' is not supported by this platform. Valid values are: "
-        "'blackbox', 'nodejs:20', 'python:3', 'sequence'."
+        "'blackbox', 'nodejs:18', 'python:3', 'sequence'."
     )
 
 
@@ -112,7 +112,7 @@ def test_runtimes_info() -> None:
             "requireMain": False,
         }
     ]
-    assert info["nodejs"][0]["kind"] == "nodejs:20"
+    assert info["nodejs"][0]["kind"] == "nodejs:18"
     assert info["nodejs"][0]["default"] is True
 
 
@@ -268,7 +268,7 @@ def test_action_bad_name_and_namespace() -> None:
 
 def test_binary_code_computed() -> None:
     zipped = base64.b64encode(b"zipfile!").decode()
-    assert act({"exec": {"kind": "nodejs:20", "code": zipped, "binary": False}})["exec"]["binary"] is True
+    assert act({"exec": {"kind": "nodejs:18", "code": zipped, "binary": False}})["exec"]["binary"] is True
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` (or `./streamwhisk bench`) measures a private stack against the issue's targets."""

@@ -1,0 +1,123 @@
+"""`python -m bench` / `./streamwhisk bench`: start a private stack, run the sections, print and save the table."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import probe, sections
+from bench.stats import Row, table
+from contracts.settings import Settings
+
+OUT = Path(__file__).resolve().parent / "out"
+SECTIONS: dict[str, Callable[[sections.Ctx], sections.Result]] = {
+    "warm": sections.warm_latency,
+    "throughput": sections.throughput,
+    "cold": sections.cold_start,
+    "triggers": sections.triggers,
+    "crud": sections.crud,
+    "replay": sections.replay,
+}
+LIMITS = {"invocationsPerMinute": 1_000_000, "concurrentInvocations": 1000, "firesPerMinute": 1_000_000}
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="short runs (about 2 minutes in all)")
+    p.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    p.add_argument("--profile", action="store_true", help="py-spy record the stack's processes in sections 1-2")
+    p.add_argument("--out", type=Path, default=OUT, help="where results.json (and profiles) go")
+    p.add_argument("--keep", action="store_true", help="leave the private stack running (saved to out/stack.json)")
+    p.add_argument("--reuse", action="store_true", help="run against the stack a --keep run left")
+
+
+def _settings_from(d: dict[str, str]) -> Settings:
+    """Settings saved as strings by --keep, cast back by the type of each field's default."""
+    default = Settings()
+    return Settings(**{k: type(getattr(default, k))(v) for k, v in d.items() if hasattr(default, k)})
+
+
+def _stack(args: argparse.Namespace) -> tuple[Any, Settings, str]:
+    from tests.stack import Stack, start_infra, start_stack
+
+    saved = args.out / "stack.json"
+    if args.reuse and saved.exists():
+        d = json.loads(saved.read_text())
+        base = start_infra()
+        stack = Stack(_settings_from(d["settings"]), base)
+        return stack, base, str(d["key"])
+    base = start_infra()
+    stack = start_stack(base, invokers=2)
+    key = stack.subject("bench", limits=LIMITS)
+    if args.keep:
+        args.out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"settings": {k: str(v) for k, v in dataclasses.asdict(stack.settings).items()},
+                                     "key": key}))
+    return stack, base, key
+
+
+def run(args: argparse.Namespace) -> int:
+    wanted = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown:
+        print(f"unknown sections: {unknown}; known: {list(SECTIONS)}", file=sys.stderr)
+        return 2
+    sections.ensure_wrk()
+    started = time.monotonic()
+    info = probe.machine()
+    stack, base, key = _stack(args)
+    ctx = sections.Ctx(stack=stack, base=base, key=key, out=args.out, quick=args.quick, profile=args.profile)
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "machine": info,
+        "command": " ".join(sys.argv), "quick": args.quick, "prefix": stack.settings.prefix,
+    }
+    rows: list[Row] = []
+    failed = False
+    try:
+        for name in wanted:
+            t0 = time.monotonic()
+            print(f"[bench] {name} ...", flush=True)
+            try:
+                res, r = SECTIONS[name](ctx)
+            except Exception as e:  # one broken section must not hide the others
+                traceback.print_exc()
+                res, r = {"error": f"{type(e).__name__}: {e}"}, [(name, "error", type(e).__name__, str(e)[:100])]
+                failed = True
+            res["seconds"] = round(time.monotonic() - t0, 1)
+            results[name] = res
+            rows += r
+            print(f"[bench] {name} done in {res['seconds']} s", flush=True)
+    finally:
+        if not args.keep and not args.reuse:
+            stack.stop()
+    results["profiles"] = ctx.profiles
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    results["table"] = rows
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    m = info
+    print(f"\nStreamwhisk bench, {results['date']}, {m['nproc']} cpu {m['cpu']}, {m['ram_gb']} GB, "
+          f"kernel {m['kernel']}, {results['total_seconds']} s{' (quick)' if args.quick else ''}\n")
+    print(table(rows))
+    print(f"\nwritten {args.out / 'results.json'}")
+    return 1 if failed else 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """Entry for `streamwhisk bench` (the settings of `up` are not used: the bench runs its own stack)."""
+    return run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    configure(p)
+    return run(p.parse_args(argv))

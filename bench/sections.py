@@ -1,0 +1,458 @@
+"""The six measured sections. Each takes the run context, is bounded in time and returns (json, rows)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench import baselines, probe
+from bench.stats import Row, fmt_ms, hop_split, lat, parse_wrk, summary
+from contracts import bus, events
+from contracts.events import ActivationAssigned, ActivationAuthorized, ActivationCompleted, ActivationRequested
+from contracts.settings import Settings
+from contracts.topics import Topics
+from tests.stack import Client, Stack
+
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+ECHO = "def main(args):\n    return {'x': args.get('x')}\n"
+Result = tuple[dict[str, Any], list[Row]]
+
+
+@dataclass
+class Ctx:
+    stack: Stack
+    base: Settings
+    key: str
+    out: Path
+    quick: bool = False
+    profile: bool = False
+    profiles: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def s(self) -> Settings:
+        return self.stack.settings
+
+    def client(self) -> Client:
+        return self.stack.client(self.key)
+
+    def api(self, path: str) -> str:
+        return self.client().url(path)
+
+    def dur(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def service_pids(self, *names: str) -> dict[str, int]:
+        pids = probe.stack_pids(self.s)
+        return {n: p for n, p in pids.items() if not names or n in names}
+
+
+# ---------------------------------------------------------------- tools
+
+def ensure_wrk() -> str:
+    exe = shutil.which("wrk")
+    if exe is None:  # Debian's package; the harness installs it once
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True, timeout=300,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        exe = shutil.which("wrk")
+    if exe is None:
+        raise RuntimeError("wrk is not installed and apt-get could not install it")
+    return exe
+
+
+def wrk(ctx: Ctx, script: str, url: str, conns: int, seconds: int, env: dict[str, str] | None = None,
+        poll: Any = None) -> dict[str, Any]:
+    """Run wrk with one of our lua scripts; `poll()` is called about every second while it runs."""
+    assert url.startswith("http://127.0.0.1:"), url  # never anywhere but this machine
+    auth = base64.b64encode(ctx.key.encode()).decode()
+    threads = min(2, conns)
+    cmd = [ensure_wrk(), "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s", "--timeout", "30s",
+           "-s", str(WRK_DIR / script), url]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "WSK_AUTH": auth, **(env or {})})
+    deadline = time.monotonic() + seconds + 60
+    while p.poll() is None:
+        if time.monotonic() > deadline:
+            p.kill()
+        if poll is not None:
+            poll()
+        time.sleep(1.0)
+    out, err = p.communicate()
+    if p.returncode != 0:
+        raise RuntimeError(f"wrk failed ({p.returncode}): {err[-500:]}")
+    return parse_wrk(out)
+
+
+class Tap:
+    """Reads the activation topics in a background thread and stamps each activation's hops (wall ms).
+
+    Kafka's CreateTime of each message is the producer's clock at send, so the stamps are where each
+    component handed the event to Kafka; all processes share this machine's clock.
+    """
+
+    def __init__(self, settings: Settings, hops: bool) -> None:
+        t = Topics(settings.prefix)
+        self.bootstrap = settings.kafka
+        self.topics = [t.completions]
+        if hops:
+            self.topics += [t.invocations, t.authorized, *(t.invoker(i) for i in range(settings.invokers))]
+        self.stamps: dict[str, dict[str, float]] = defaultdict(dict)
+        self.names: dict[str, str] = {}
+        self.completed: dict[str, float] = {}  # activation id -> when the tap saw the completion (wall ms)
+        self.rejected: dict[str, int] = {}
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Tap:
+        self._thread.start()
+        if not self.ready.wait(30):
+            raise TimeoutError("tap consumer not ready")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    async def _run(self) -> None:
+        c = bus.consumer(self.bootstrap, group=None, from_start=False)
+        await c.start()
+        try:
+            tps = []
+            for topic in self.topics:
+                tps += await bus.partitions(c, topic)
+            c.assign(tps)
+            await c.seek_to_end(*tps)
+            for tp in tps:
+                await c.position(tp)
+            self.ready.set()
+            while not self._stop.is_set():
+                batch = await c.getmany(timeout_ms=200)
+                now = time.time() * 1000
+                for msgs in batch.values():
+                    for m in msgs:
+                        self._on(m.value, float(m.timestamp), now)
+        finally:
+            await c.stop()
+
+    def _on(self, raw: bytes, ts: float, now: float) -> None:
+        try:
+            ev = events.decode(raw)
+        except events.DecodeError:
+            return
+        if isinstance(ev, ActivationRequested):
+            self.stamps[ev.activation_id]["requested"] = ts
+        elif isinstance(ev, ActivationAuthorized):
+            self.stamps[ev.request.activation_id]["authorized"] = ts
+        elif isinstance(ev, ActivationAssigned):
+            self.stamps[ev.request.activation_id]["assigned"] = ts
+        elif isinstance(ev, ActivationCompleted):
+            aid = ev.activation_id
+            if ev.rejected_status is not None:
+                self.rejected[aid] = ev.rejected_status
+            elif ev.record:
+                st = self.stamps[aid]
+                st["start"], st["end"], st["completed"] = ev.record["start"], ev.record["end"], ts
+                self.names[aid] = ev.record.get("name", "")
+            self.completed[aid] = now
+
+    def count(self, name: str | None = None) -> int:
+        return sum(1 for a in self.names if name is None or self.names[a] == name)
+
+
+def put_action(ctx: Ctx, name: str, code: str = ECHO, memory: int | None = None) -> None:
+    body: dict[str, Any] = {"exec": {"kind": "python:3", "code": code}}
+    if memory:
+        body["limits"] = {"memory": memory}
+    r = ctx.client().put(f"actions/{name}", body, overwrite=True)
+    r.raise_for_status()
+
+
+def activation_docs(ctx: Ctx) -> int:
+    r = requests.get(f"{ctx.s.couchdb}/{ctx.s.db('activations')}", timeout=10)
+    r.raise_for_status()
+    return int(r.json()["doc_count"])
+
+
+def warm(ctx: Ctx, name: str, conns: int) -> None:
+    """Enough containers for `conns` clients, warm (and unpaused) before measuring."""
+    wrk(ctx, "invoke.lua", ctx.api(f"actions/{name}?blocking=true&result=true"), conns, 3 if ctx.quick else 5)
+
+
+# ---------------------------------------------------------------- 1. warm latency
+
+def warm_latency(ctx: Ctx) -> Result:
+    name = "bench-echo"
+    put_action(ctx, name)
+    d = ctx.dur(15, 6)
+    url = ctx.api(f"actions/{name}?blocking=true&result=true")
+    res: dict[str, Any] = {}
+    for conns in (1, 8):
+        warm(ctx, name, conns)
+        prof = None
+        if ctx.profile:
+            pids = ctx.service_pids("api", "streams", "invoker0", "invoker1")
+            prof = probe.Profiler(ctx.out / "profiles", f"warm-c{conns}", pids, max(3, d - 2))
+        res[f"c{conns}"] = wrk(ctx, "invoke.lua", url, conns, d)
+        if prof is not None:
+            ctx.profiles[f"warm-c{conns}"] = prof.wait()
+    res["hops"] = hop_trace(ctx, name, 40 if ctx.quick else 150)
+    res["direct"] = baselines.run_async(
+        baselines.direct_container(100 if ctx.quick else 300, Path("/run/streamwhisk") / f"{ctx.s.prefix}b"))
+    res["kafka"] = baselines.run_async(baselines.kafka_round_trip(ctx.s, 50 if ctx.quick else 200))
+
+    direct, kafka = res["direct"]["run"]["p50"], res["kafka"]["produce_to_consume"]["p50"]
+    rows: list[Row] = []
+    for conns in (1, 8):
+        w = res[f"c{conns}"]
+        ok = w["codes"].get(200, 0)
+        rows.append(("1 warm", f"blocking invoke via nginx, c={conns} (p50/p90/p99)", lat(w),
+                     f"{w['rps']:.0f} req/s, {ok}/{w['requests']} ok; target p50 < 10 ms"))
+        rows.append(("1 warm", f"  ratio p50 / direct /run p50, c={conns}", f"{w['p50'] / direct:.1f}x",
+                     f"/ kafka rtt p50: {w['p50'] / kafka:.1f}x; target < 5x direct"))
+    rows.append(("1 warm", "baseline: direct container /run (unix socket)", lat(res["direct"]["run"]),
+                 f"+ log collection: {lat(res['direct']['run_plus_logs'])}"))
+    rows.append(("1 warm", "baseline: bare Kafka produce→consume", lat(res["kafka"]["produce_to_consume"]),
+                 f"ack (acks=all): {lat(res['kafka']['produce_ack'])}"))
+    for hop, s in res["hops"]["per_hop"].items():
+        rows.append(("1 hops", f"  {hop} (p50/p90/p99)", lat(s), "Kafka CreateTime stamps, ms resolution"))
+    return res, rows
+
+
+def hop_trace(ctx: Ctx, name: str, n: int) -> dict[str, Any]:
+    """Sequential blocking invokes with client stamps, joined with the tap's per-topic stamps."""
+    c = ctx.client()
+    sess = requests.Session()
+    sess.auth = c.auth
+    url = c.url(f"actions/{name}")
+    traces: dict[str, dict[str, float]] = {}
+    with Tap(ctx.s, hops=True) as tap:
+        for i in range(n + 5):
+            sent = time.time() * 1000
+            r = sess.post(url, json={"x": i}, params={"blocking": "true", "result": "true"}, timeout=30)
+            received = time.time() * 1000
+            aid = r.headers.get("x-openwhisk-activation-id")
+            if i >= 5 and r.status_code == 200 and aid:
+                traces[aid] = {"sent": sent, "received": received}
+        time.sleep(0.5)
+        for aid, t in traces.items():
+            t.update(tap.stamps.get(aid, {}))
+    splits: dict[str, list[float]] = defaultdict(list)
+    for t in traces.values():
+        if len(t) < 8:
+            continue
+        for hop, v in hop_split(t).items():
+            splits[hop].append(v)
+        splits["total (client)"].append(t["received"] - t["sent"])
+    return {"n": len(traces), "per_hop": {h: summary(v) for h, v in splits.items()}}
+
+
+# ---------------------------------------------------------------- 2. throughput (+ 6. memory)
+
+def throughput(ctx: Ctx) -> Result:
+    name = "bench-tput"
+    put_action(ctx, name)
+    warm(ctx, name, 16)
+    d = ctx.dur(60, 15)
+    res: dict[str, Any] = {}
+    rows: list[Row] = []
+    pids = probe.stack_pids(ctx.s, ctx.base)
+    for mode in ("nonblocking", "blocking"):
+        q = "blocking=true&result=true" if mode == "blocking" else "blocking=false"
+        docs0 = activation_docs(ctx)
+        series: list[tuple[float, int, int]] = []
+        prof = None
+        if ctx.profile:
+            busy = {n: p for n, p in pids.items() if n in ("api", "streams", "invoker0", "invoker1", "projections")}
+            prof = probe.Profiler(ctx.out / "profiles", f"tput-{mode}", busy, min(20, d - 2))
+        sampler = probe.RssSampler(pids).start()
+        with Tap(ctx.s, hops=False) as tap:
+            t0 = time.monotonic()
+
+            def poll(tap: Tap = tap, docs0: int = docs0, t0: float = t0,
+                     series: list[tuple[float, int, int]] = series) -> None:
+                series.append((time.monotonic() - t0, tap.count(name), activation_docs(ctx) - docs0))
+
+            w = wrk(ctx, "invoke.lua", ctx.api(f"actions/{name}?{q}"), 16, d, poll=poll)
+            load_s = time.monotonic() - t0
+            accepted = w["codes"].get(202 if mode == "nonblocking" else 200, 0)
+            drain_deadline = time.monotonic() + ctx.dur(60, 20)
+            while time.monotonic() < drain_deadline:  # wait for every accepted activation to be recorded
+                poll()
+                if series[-1][1] >= accepted and series[-1][2] >= accepted:
+                    break
+                time.sleep(0.5)
+            poll()
+            mem = sampler.stop()
+            done_s = series[-1][0]
+            completed, records = series[-1][1], series[-1][2]
+            # the time the last record landed: first sample at the final count
+            last_at = next((t for t, _, r in series if r >= records), done_s)
+        if prof is not None:
+            ctx.profiles[f"tput-{mode}"] = prof.wait()
+        in_window = max((r for t, _, r in series if t <= load_s), default=0)
+        r = {
+            "wrk": w, "load_s": load_s, "accepted": accepted, "completed_events": completed, "records": records,
+            "records_in_load_window": in_window, "last_record_at_s": last_at,
+            "sustained_per_s": records / last_at if last_at else 0.0,
+            "lost": max(0, accepted - records), "memory": mem,
+            "series": [(round(t, 1), c, n) for t, c, n in series],
+        }
+        res[mode] = r
+        codes = ", ".join(f"{k}: {v}" for k, v in sorted(w["codes"].items()))
+        rows.append(("2 throughput", f"{mode}, 16 clients, {d} s: records/s", f"{r['sustained_per_s']:.0f}/s",
+                     f"{records} records of {accepted} accepted, lost {r['lost']}; HTTP {codes}; target > 500/s"))
+        rows.append(("2 throughput", f"  {mode}: API answers/s, latency", f"{w['rps']:.0f}/s", lat(w)))
+        rows.append(("2 throughput", f"  {mode}: last record after", fmt_ms(last_at * 1000),
+                     f"load {load_s:.0f} s; records inside the load window {in_window}"))
+    for pname, m in res["nonblocking"]["memory"].items():
+        rows.append(("6 memory", f"  {pname} during 2 (nonblocking)", f"{m['rss_max_mb']:.0f} MB",
+                     f"max RSS; cpu {m['cpu_pct']:.0f}% of one core"))
+    return res, rows
+
+
+# ---------------------------------------------------------------- 3. cold start
+
+def cold_start(ctx: Ctx) -> Result:
+    n = ctx.dur(5, 2)
+    res: dict[str, Any] = {}
+    c = ctx.client()
+    for label, memory in (("prewarmed", None), ("no_prewarm", 512)):  # no stem cell has 512 MB
+        e2e, init, wait = [], [], []
+        for i in range(n):
+            name = f"bench-cold-{label}-{uuid.uuid4().hex[:6]}"
+            put_action(ctx, name, ECHO + f"# {i}\n", memory)
+            time.sleep(2.5)  # the invoker refills its prewarm pool after each cold start
+            t = time.perf_counter()
+            r = c.post(f"actions/{name}", {"x": i}, blocking=True)
+            e2e.append((time.perf_counter() - t) * 1000)
+            if r.status_code == 200:
+                ann = {a["key"]: a["value"] for a in r.json().get("annotations", [])}
+                init.append(float(ann.get("initTime", 0)))
+                wait.append(float(ann.get("waitTime", 0)))
+            c.delete(f"actions/{name}")
+        res[label] = {"end_to_end": summary(e2e), "initTime": summary(init), "waitTime": summary(wait)}
+    res["docker_run"] = baselines.docker_run(ctx.dur(5, 2))
+    res["driver"] = baselines.run_async(baselines.driver_start(ctx.dur(5, 2),
+                                                               Path("/run/streamwhisk") / f"{ctx.s.prefix}b"))
+    rows: list[Row] = [
+        ("3 cold", "first invoke, prewarmed container (p50/p90/p99)", lat(res["prewarmed"]["end_to_end"]),
+         f"initTime p50 {fmt_ms(res['prewarmed']['initTime'].get('p50'))}, waitTime p50 "
+         f"{fmt_ms(res['prewarmed']['waitTime'].get('p50'))}; target < 100 ms"),
+        ("3 cold", "first invoke, no prewarm (512 MB)", lat(res["no_prewarm"]["end_to_end"]),
+         f"waitTime p50 {fmt_ms(res['no_prewarm']['waitTime'].get('p50'))} (container start)"),
+        ("3 cold", "baseline: docker run --rm python3 -c pass", lat(res["docker_run"]), ""),
+        ("3 cold", "baseline: driver create+start → proxy ready", lat(res["driver"]["start_to_ready"]),
+         f"remove {fmt_ms(res['driver']['remove'].get('p50'))}"),
+    ]
+    return res, rows
+
+
+# ---------------------------------------------------------------- 4. triggers
+
+def triggers(ctx: Ctx) -> Result:
+    c = ctx.client()
+    name = "bench-rule-target"
+    put_action(ctx, name)
+    res: dict[str, Any] = {}
+    rows: list[Row] = []
+    for nrules in (1, 10):
+        trig = f"bench-trig-{nrules}"
+        r = c.put(f"triggers/{trig}", {}, overwrite=True)
+        if r.status_code != 200:
+            return _unavailable(res, rows, f"PUT trigger answered {r.status_code}")
+        for i in range(nrules):
+            r = c.put(f"rules/bench-rule-{nrules}-{i}", {"trigger": f"/_/{trig}", "action": f"/_/{name}"},
+                      overwrite=True)
+            if r.status_code != 200:
+                return _unavailable(res, rows, f"PUT rule answered {r.status_code}: {r.text[:80]}")
+        first, last = [], []
+        with Tap(ctx.s, hops=False) as tap:
+            for _ in range(ctx.dur(10, 3)):
+                before = tap.count(name)
+                t = time.time() * 1000
+                r = c.post(f"triggers/{trig}", {"x": 1})
+                if r.status_code not in (200, 202):
+                    return _unavailable(res, rows, f"POST trigger answered {r.status_code}")
+                deadline = time.monotonic() + 15
+                while tap.count(name) < before + nrules and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                seen = sorted(v for a, v in tap.completed.items() if tap.names.get(a) == name and v >= t)
+                if len(seen) >= nrules:
+                    first.append(seen[0] - t)
+                    last.append(seen[nrules - 1] - t)
+        res[f"rules{nrules}"] = {"first": summary(first), "all": summary(last)}
+        rows.append(("4 triggers", f"fire → {nrules} action(s) completed (all; p50/p90/p99)", lat(summary(last)),
+                     f"first completion p50 {fmt_ms(summary(first).get('p50'))}"))
+    return res, rows
+
+
+def _unavailable(res: dict[str, Any], rows: list[Row], why: str) -> Result:
+    res["available"] = False
+    res["reason"] = why
+    rows.append(("4 triggers", "fire → action completion", "not available", why))
+    return res, rows
+
+
+# ---------------------------------------------------------------- 5. CRUD
+
+def crud(ctx: Ctx) -> Result:
+    d = ctx.dur(10, 5)
+    res: dict[str, Any] = {}
+    rows: list[Row] = []
+    for conns in (1, 8):
+        w = wrk(ctx, "put.lua", f"{ctx.stack.url}/", conns, d,
+                env={"WSK_PATH": "/api/v1/namespaces/_/actions"})
+        res[f"put_c{conns}"] = w
+        rows.append(("5 CRUD", f"PUT action (new name), c={conns}", f"{w['rps']:.0f}/s",
+                     f"latency {lat(w)}; HTTP {dict(sorted(w['codes'].items()))}"))
+    c = ctx.client()
+    sess = requests.Session()
+    sess.auth = c.auth
+    url = c.url("actions/bench-ryw")
+    puts, gets, stale = [], [], 0
+    for i in range(ctx.dur(50, 15)):
+        code = ECHO + f"# v{i}\n"
+        t = time.perf_counter()
+        r = sess.put(url, json={"exec": {"kind": "python:3", "code": code}}, params={"overwrite": "true"}, timeout=30)
+        t1 = time.perf_counter()
+        g = sess.get(url, timeout=30)
+        t2 = time.perf_counter()
+        if r.status_code == 200:
+            puts.append((t1 - t) * 1000)
+            gets.append((t2 - t1) * 1000)
+            stale += g.status_code != 200 or g.json().get("exec", {}).get("code") != code
+    res["ryw"] = {"put": summary(puts), "get": summary(gets), "stale": stale, "n": len(puts)}
+    rows.append(("5 CRUD", "read-your-write: PUT (answers after projection)", lat(res["ryw"]["put"]), ""))
+    rows.append(("5 CRUD", "read-your-write: GET right after", lat(res["ryw"]["get"]),
+                 f"stale reads: {stale}/{len(puts)}"))
+    return res, rows
+
+
+# ---------------------------------------------------------------- 6. replay
+
+def replay(ctx: Ctx) -> Result:
+    """Calls the replay tool when it exists (bench/replay.py or cli/replay.py with measure(settings, quick))."""
+    for mod in ("bench.replay", "cli.replay"):
+        if importlib.util.find_spec(mod) is None:
+            continue
+        m = importlib.import_module(mod)
+        if hasattr(m, "measure"):
+            out: dict[str, Any] = m.measure(ctx.s, ctx.quick)
+            return out, [("6 replay", "replay speed", f"{out.get('events_per_s', 0):.0f} events/s",
+                          f"{out.get('events', '?')} events; target > 20k/s")]
+        return {"available": False}, [("6 replay", "replay speed", "not available", f"{mod} has no measure()")]
+    return {"available": False}, [("6 replay", "replay speed", "not available", "no replay tool yet")]

@@ -1,0 +1,169 @@
+"""The REST API: authenticate, turn each call into events, read views from CouchDB."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from api import errors
+from api.errors import error_response, json_response
+from api.tail import Identity, Tail
+from api.views import Views
+from contracts import bus, events
+from contracts.errors import WhiskError
+from contracts.events import ApiCalled
+from contracts.settings import Settings
+from contracts.topics import Topics
+from projections.runner import database_names
+
+log = logging.getLogger("api")
+
+SETTINGS = web.AppKey("settings", Settings)
+TAIL = web.AppKey("tail", Tail)
+VIEWS = web.AppKey("views", Views)
+PRODUCER = web.AppKey("producer", AIOKafkaProducer)
+TOPICS = web.AppKey("topics", Topics)
+PENDING: web.AppKey[set[asyncio.Future[Any]]] = web.AppKey("pending")
+
+OPEN_PATHS = ("/", "/api/v1", "/api/v1/", "/api/v1/api-docs", "/ping")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def identity(request: web.Request) -> Identity:
+    ident: Identity = request["identity"]
+    return ident
+
+
+def resolve_ns(request: web.Request, ns: str) -> str:
+    return identity(request).namespace if ns == "_" else ns
+
+
+@web.middleware
+async def whisk_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    tid = request.headers.get("X-Request-ID") or events.new_id()
+    request["tid"] = tid
+    started = time.perf_counter()
+    headers = {"X-Request-ID": tid, **errors.CORS}
+    ident: Identity | None = None
+    try:
+        if request.method == "OPTIONS" and not request.path.startswith("/api/v1/web/"):
+            resp: web.StreamResponse = web.Response(status=200)
+        elif request.path in OPEN_PATHS or request.path.startswith("/api/v1/web/"):
+            resp = await handler(request)
+        else:
+            ident = _authenticate(request)
+            request["identity"] = ident
+            resp = await handler(request)
+    except WhiskError as e:
+        extra = {"WWW-Authenticate": 'Basic realm="OpenWhisk secure realm"'} if e.status == 401 else {}
+        resp = error_response(e.status, e.message, tid, extra)
+    except web.HTTPException as e:
+        msg = errors.NOT_FOUND if e.status == 404 else (e.reason or "error")
+        if e.status == 405:
+            msg = "Method not allowed."
+        resp = error_response(e.status, msg, tid)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        resp = error_response(500, "Internal Server Error", tid)
+    if request.get("no_cors"):  # a web action with web-custom-options sets its own
+        headers = {"X-Request-ID": tid}
+    for k, v in headers.items():
+        resp.headers.setdefault(k, v)
+    if request.path != "/ping":
+        _audit(request, ident, resp.status, (time.perf_counter() - started) * 1000)
+    return resp
+
+
+def _authenticate(request: web.Request) -> Identity:
+    auth = request.headers.get("Authorization")
+    if not auth:
+        raise WhiskError(401, errors.AUTH_MISSING)
+    scheme, _, cred = auth.partition(" ")
+    if scheme.lower() != "basic":
+        raise WhiskError(401, errors.AUTH_INVALID)
+    try:
+        authkey = base64.b64decode(cred.strip(), validate=True).decode()
+    except ValueError as e:
+        raise WhiskError(401, errors.AUTH_INVALID) from e
+    ident = request.app[TAIL].authenticate(authkey)
+    # OpenWhisk's identities view leaves blocked subjects out, so their keys are simply unknown (401).
+    if ident is None or ident.blocked:
+        raise WhiskError(401, errors.AUTH_INVALID)
+    return ident
+
+
+def _audit(request: web.Request, ident: Identity | None, status: int, ms: float) -> None:
+    """Every call becomes an event; sent without waiting for the ack so reads stay fast."""
+    ev = ApiCalled(
+        transaction_id=request["tid"], subject=ident.subject if ident else None,
+        namespace=ident.namespace if ident else None, method=request.method, path=request.path,
+        status=status, duration_ms=round(ms, 3), activation_id=request.get("activation_id"),
+    )
+    app = request.app
+    fut = asyncio.ensure_future(app[PRODUCER].send(app[TOPICS].access, events.encode(ev), key=request["tid"].encode()))
+    app[PENDING].add(fut)
+    fut.add_done_callback(app[PENDING].discard)
+
+
+async def read_json_object(request: web.Request, limit: int | None = None) -> dict[str, Any]:
+    raw = await request.read()
+    if limit is not None and len(raw) > limit:
+        raise WhiskError(413, f"Request larger than allowed: {len(raw)} > {limit} bytes.")
+    if not raw.strip():
+        return {}
+    ctype = request.content_type
+    if ctype and ctype not in ("application/json", "application/octet-stream", "text/plain"):
+        raise WhiskError(415, f"The request's Content-Type is not supported. Expected application/json, got {ctype}.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise errors.malformed(str(e)) from e
+    if not isinstance(body, dict):
+        raise errors.malformed("Object expected")
+    return body
+
+
+async def ping(request: web.Request) -> web.Response:
+    return json_response({"ok": request.app[TAIL].ready.is_set()})
+
+
+def create_app(settings: Settings) -> web.Application:
+    from api import routes
+
+    app = web.Application(middlewares=[whisk_middleware], client_max_size=64 * 1024 * 1024)
+    app[SETTINGS] = settings
+    app[TOPICS] = Topics(settings.prefix)
+    app[PENDING] = set()
+    app.router.add_get("/ping", ping)
+    routes.add(app)
+    app.cleanup_ctx.append(_resources)
+    return app
+
+
+async def _resources(app: web.Application) -> Any:
+    settings, t = app[SETTINGS], app[TOPICS]
+    await bus.ensure_topics(settings.kafka, [
+        t.commands, t.entities, t.subjects, t.invocations, t.authorized, t.completions, t.progress, t.access,
+    ])
+    app[PRODUCER] = bus.producer(settings.kafka)
+    await app[PRODUCER].start()
+    app[VIEWS] = Views(settings.couchdb, database_names(settings))
+    await app[VIEWS].start()
+    app[TAIL] = Tail(settings.kafka, t)
+    await app[TAIL].start()
+    log.info("api ready")
+    yield
+    pending: set[asyncio.Future[Any]] = app[PENDING]
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    await app[TAIL].stop()
+    await app[VIEWS].close()
+    await app[PRODUCER].stop()

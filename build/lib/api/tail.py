@@ -1,0 +1,148 @@
+"""The API's view of the log: subjects (for auth), decisions, completions and projector progress.
+
+One consumer without a group reads the tail of each topic; requests register futures before they send,
+so no reply can be missed. Subjects are read from the start: they are the identity table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from contracts import bus, events, keys
+from contracts.events import (
+    ActivationAuthorized,
+    ActivationCompleted,
+    EntityChanged,
+    ProjectionProgress,
+    SubjectBlocked,
+    SubjectDeleted,
+    SubjectKeyAdded,
+)
+from contracts.topics import Topics
+
+log = logging.getLogger("api.tail")
+
+
+@dataclass
+class Identity:
+    subject: str
+    namespace: str
+    uuid: str
+    key_salt: str
+    key_hash: str
+    limits: dict[str, Any]
+    blocked: bool = False
+
+
+class Tail:
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self.bootstrap = bootstrap
+        self.t = topics
+        self.identities: dict[str, Identity] = {}  # by uuid
+        self.decisions: dict[str, asyncio.Future[tuple[EntityChanged, int, int]]] = {}
+        self.completions: dict[str, asyncio.Future[ActivationCompleted]] = {}
+        self.admissions: dict[str, asyncio.Future[bool]] = {}
+        self.progress: dict[tuple[str, int], int] = {}
+        self.completion_pos: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._progress_changed = asyncio.Condition()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        c = bus.consumer(self.bootstrap, group=None)
+        await c.start()
+        tail_topics = [self.t.entities, self.t.completions, self.t.authorized, self.t.progress]
+        tps: list[TopicPartition] = []
+        for topic in [self.t.subjects, *tail_topics]:
+            tps += await bus.partitions(c, topic)
+        c.assign(tps)
+        subj = [tp for tp in tps if tp.topic == self.t.subjects]
+        await c.seek_to_beginning(*subj)
+        await c.seek_to_end(*[tp for tp in tps if tp.topic != self.t.subjects])
+        for tp in tps:
+            await c.position(tp)  # pin "end" now, before any request is sent
+        self._consumer = c
+        ends = await c.end_offsets(subj)
+        self._task = asyncio.create_task(self._loop())
+        # Ready once every existing subject event is in memory.
+        while [tp for tp in subj if await c.position(tp) < ends[tp]]:
+            await asyncio.sleep(0.05)
+        self.ready.set()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                for m in msgs:
+                    try:
+                        ev = events.decode(m.value)
+                    except events.DecodeError:
+                        continue
+                    self._on(ev, m.partition, m.offset)
+            if any(tp.topic == self.t.progress for tp in batch):
+                async with self._progress_changed:
+                    self._progress_changed.notify_all()
+
+    def _on(self, ev: events.Event, partition: int, offset: int) -> None:
+        if isinstance(ev, SubjectKeyAdded):
+            self.identities = {u: i for u, i in self.identities.items()
+                               if not (i.subject == ev.subject and i.namespace == ev.namespace)}
+            self.identities[ev.uuid] = Identity(ev.subject, ev.namespace, ev.uuid, ev.key_salt, ev.key_hash, ev.limits)
+        elif isinstance(ev, SubjectBlocked):
+            for i in self.identities.values():
+                if i.subject == ev.subject:
+                    i.blocked = ev.blocked
+        elif isinstance(ev, SubjectDeleted):
+            self.identities = {u: i for u, i in self.identities.items() if i.subject != ev.subject}
+        elif isinstance(ev, EntityChanged):
+            _resolve(self.decisions, ev.request_id, (ev, partition, offset))
+        elif isinstance(ev, ActivationAuthorized):
+            _resolve(self.admissions, ev.request.activation_id, True)
+        elif isinstance(ev, ActivationCompleted):
+            self.completion_pos[ev.activation_id] = (partition, offset)
+            if len(self.completion_pos) > 100_000:
+                self.completion_pos.popitem(last=False)
+            _resolve(self.admissions, ev.activation_id, ev.rejected_status is None)
+            _resolve(self.completions, ev.activation_id, ev)
+        elif isinstance(ev, ProjectionProgress):
+            key = (ev.topic, ev.partition)
+            self.progress[key] = max(self.progress.get(key, 0), ev.offset)
+
+    def authenticate(self, authkey: str) -> Identity | None:
+        uid, key = keys.split(authkey)
+        ident = self.identities.get(uid)
+        if ident is None or not keys.verify(key, ident.key_salt, ident.key_hash):
+            return None
+        return ident
+
+    async def caught_up(self, topic: str, partition: int, offset: int, timeout: float) -> bool:
+        """Wait until the projector has written the event at `offset`."""
+        async with self._progress_changed:
+            try:
+                await asyncio.wait_for(
+                    self._progress_changed.wait_for(lambda: self.progress.get((topic, partition), 0) > offset),
+                    timeout,
+                )
+                return True
+            except TimeoutError:
+                return False
+
+
+def _resolve(table: dict[str, asyncio.Future[Any]], key: str, value: Any) -> None:
+    fut = table.pop(key, None)
+    if fut is not None and not fut.done():
+        fut.set_result(value)

@@ -1,0 +1,453 @@
+"""Start, check and stop the parts of a local stack. Shared by `streamwhisk up/down/status` and the tests.
+
+Every process we start has a pid file in <home>/run and a log in <home>/logs; a part whose pid file points at a
+live process is left alone, so `up` is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from cli import procs
+from cli.install import kafka_libs, pouchdb_bin
+from contracts.settings import REPO, Settings
+
+Progress = Callable[[str], None]
+
+DEPLOY = REPO / "deploy"
+STOP_TIMEOUT = 10.0
+
+
+class StartError(Exception):
+    """A part did not start or did not become ready; the message says which and shows its log tail."""
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- paths, env, templates
+
+def run_dir(settings: Settings) -> Path:
+    return settings.home / "run"
+
+
+def logs_dir(settings: Settings) -> Path:
+    return settings.home / "logs"
+
+
+def pid_file(settings: Settings, name: str) -> Path:
+    return run_dir(settings) / f"{name}.pid"
+
+
+def log_file(settings: Settings, name: str) -> Path:
+    return logs_dir(settings) / f"{name}.log"
+
+
+def kafka_hostport(settings: Settings) -> tuple[str, int]:
+    host, port = settings.kafka.split(",")[0].rsplit(":", 1)
+    return host, int(port)
+
+
+def couch_hostport(settings: Settings) -> tuple[str, int]:
+    url = urlsplit(settings.couchdb)
+    return url.hostname or "127.0.0.1", url.port or 5984
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """os.environ plus every setting as WSK_<FIELD>, so children see exactly our settings."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for f in dataclasses.fields(settings):
+        env[f"WSK_{f.name.upper()}"] = str(getattr(settings, f.name))
+    return env
+
+
+def render(template: Path, out: Path, values: dict[str, str]) -> bool:
+    """Fill {{name}} placeholders (nginx and Kafka configs are full of $ and ${}); True if the file changed."""
+    text = template.read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and out.read_text() == text:
+        return False
+    out.write_text(text)
+    return True
+
+
+@contextlib.contextmanager
+def locked(settings: Settings) -> Iterator[None]:
+    """Serialise up/down on one home, so two concurrent runs do not both start (or stop) a part."""
+    run_dir(settings).mkdir(parents=True, exist_ok=True)
+    with open(run_dir(settings) / "cli.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+# ---------------------------------------------------------------- readiness checks
+
+def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_status(url: str, timeout: float = 3.0) -> int | None:
+    """HTTP status of a GET (any status counts as an answer), None if nothing answered."""
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except (OSError, ValueError):
+        return None
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, alive: Callable[[], bool] | None) -> float:
+    t0 = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - t0
+        if alive is not None and not alive():
+            raise StartError(f"{what}: process exited")
+        if time.monotonic() - t0 > timeout:
+            raise StartError(f"{what}: not ready after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def wait_tcp(host: str, port: int, timeout: float, alive: Callable[[], bool] | None = None) -> float:
+    return _wait(f"tcp {host}:{port}", lambda: tcp_open(host, port), timeout, alive)
+
+
+def wait_http(url: str, timeout: float, expect: int | None = 200,
+              alive: Callable[[], bool] | None = None) -> float:
+    """Wait until GET url answers with status `expect` (any status if None); returns seconds waited."""
+    def ok() -> bool:
+        status = http_status(url)
+        return status is not None and (expect is None or status == expect)
+    return _wait(f"GET {url}", ok, timeout, alive)
+
+
+def kafka_healthy(bootstrap: str, timeout: float = 10.0) -> bool:
+    """A metadata round trip through aiokafka (a bare TCP accept comes before the broker can serve)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def check() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+        try:
+            await asyncio.wait_for(admin.start(), timeout)
+            await asyncio.wait_for(admin.list_topics(), timeout)
+        finally:
+            # close after a failed start may raise; health is already decided
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(check())
+        else:  # called from async code (tests): asyncio.run needs a thread without a loop
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, check()).result()
+        return True
+    except Exception:
+        return False
+
+
+def couch_healthy(settings: Settings) -> bool:
+    req = urllib.request.Request(settings.couchdb.rstrip("/") + "/", headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=3) as resp:
+            return isinstance(json.loads(resp.read()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def docker_healthy(timeout: float = 20.0) -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=timeout).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+# ---------------------------------------------------------------- starting
+
+def _already(settings: Settings, name: str, progress: Progress) -> bool:
+    pid = procs.read_pid(pid_file(settings, name))
+    if pid is not None:
+        progress(f"[{name}] already running (pid {pid})")
+        return True
+    return False
+
+
+def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> Callable[[], bool]:
+    pf = pid_file(settings, name)
+    procs.spawn(argv, log_file(settings, name), pf, env=env, cwd=cwd)
+    return lambda: procs.read_pid(pf) is not None
+
+
+def _fail(settings: Settings, name: str, err: StartError) -> StartError:
+    log = log_file(settings, name)
+    return StartError(f"[{name}] {err}\n  log: {log}\n" + "\n".join(
+        "  | " + line for line in procs.tail(log).splitlines()))
+
+
+def ensure_docker(settings: Settings, progress: Progress = say) -> None:
+    """Use a running Docker daemon, else start dockerd ourselves (and only then will `down` stop it)."""
+    t0 = time.monotonic()
+    if docker_healthy():
+        return
+    if _already(settings, "dockerd", progress):
+        return
+    if shutil.which("dockerd") is None:
+        raise StartError("[docker] dockerd not installed (apt-get install docker.io)")
+    progress("[docker] starting dockerd…")
+    alive = _spawn(settings, "dockerd", ["dockerd"])
+    try:
+        _wait("docker info", docker_healthy, 60, alive)
+    except StartError as e:
+        raise _fail(settings, "dockerd", e) from None
+    progress(f"[docker] ready ({time.monotonic() - t0:.1f} s)")
+
+
+def _java(settings: Settings) -> list[str]:
+    return ["java", "-cp", str(kafka_libs(settings) / "*")]
+
+
+def start_kafka(settings: Settings, progress: Progress = say) -> None:
+    """Single-node KRaft broker+controller; storage is formatted on first start only."""
+    if _already(settings, "kafka", progress):
+        return
+    host, port = kafka_hostport(settings)
+    for p in (port, settings.kafka_controller_port):
+        if tcp_open(host, p):
+            raise StartError(f"[kafka] {host}:{p} is already in use by a process we did not start")
+    t0 = time.monotonic()
+    kdir, data = settings.home / "kafka", settings.home / "kafka" / "data"
+    logs_dir(settings).mkdir(parents=True, exist_ok=True)
+    conf, log4j = kdir / "server.properties", kdir / "log4j.properties"
+    render(DEPLOY / "kafka" / "server.properties.tmpl", conf, {
+        "host": host, "port": str(port), "controller_port": str(settings.kafka_controller_port),
+        "data_dir": str(data)})
+    render(DEPLOY / "kafka" / "log4j.properties.tmpl", log4j, {"logs_dir": str(logs_dir(settings))})
+    log4j_opt = f"-Dlog4j.configuration=file:{log4j}"
+    if not (data / "meta.properties").exists():
+        progress("[kafka] formatting storage…")
+        try:
+            uuid = subprocess.run([*_java(settings), log4j_opt, "kafka.tools.StorageTool", "random-uuid"],
+                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            subprocess.run([*_java(settings), log4j_opt, "kafka.tools.StorageTool", "format", "-t", uuid,
+                            "-c", str(conf)], capture_output=True, text=True, check=True)
+        except subprocess.CalledProcessError as e:
+            raise StartError(f"[kafka] formatting storage failed: {' '.join(e.cmd)}\n{e.stdout}{e.stderr}") from None
+    progress(f"[kafka] starting on {host}:{port}…")
+    alive = _spawn(settings, "kafka", [
+        "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dkafka.logs.dir={logs_dir(settings)}", log4j_opt,
+        "-cp", str(kafka_libs(settings) / "*"), "kafka.Kafka", str(conf)])
+    try:
+        wait_tcp(host, port, 60, alive)
+        _wait("kafka metadata", lambda: kafka_healthy(settings.kafka, 5), 60, alive)
+    except StartError as e:
+        raise _fail(settings, "kafka", e) from None
+    progress(f"[kafka] ready on {host}:{port} ({time.monotonic() - t0:.1f} s)")
+
+
+def start_couch(settings: Settings, progress: Progress = say) -> None:
+    """PouchDB Server, which speaks the CouchDB HTTP API, with its data in <home>/pouchdb."""
+    if _already(settings, "couchdb", progress):
+        return
+    host, port = couch_hostport(settings)
+    if tcp_open(host, port):
+        raise StartError(f"[couchdb] {host}:{port} is already in use by a process we did not start")
+    t0 = time.monotonic()
+    ddir = settings.home / "pouchdb"
+    ddir.mkdir(parents=True, exist_ok=True)
+    # pouchdb-server keeps its own settings (and a uuid) in config.json; only steer its log file.
+    cfg_path = ddir / "config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    cfg.setdefault("log", {})["file"] = str(log_file(settings, "couchdb-requests"))
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    progress(f"[couchdb] starting pouchdb-server on {host}:{port}…")
+    alive = _spawn(settings, "couchdb", [
+        str(pouchdb_bin(settings)), "--host", host, "--port", str(port), "--dir", str(ddir),
+        "--config", str(cfg_path), "-n"], cwd=ddir)
+    try:
+        _wait(f"GET {settings.couchdb}", lambda: couch_healthy(settings), 60, alive)
+    except StartError as e:
+        raise _fail(settings, "couchdb", e) from None
+    progress(f"[couchdb] ready on {settings.couchdb} ({time.monotonic() - t0:.1f} s)")
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    module: str
+    args: tuple[str, ...] = ()
+
+
+def components(settings: Settings) -> list[Component]:
+    """Streamwhisk's own processes in start order."""
+    parts = [Component("api", "api"), Component("streams", "streams"), Component("projections", "projections")]
+    parts += [Component(f"invoker{i}", "invoker", ("--id", str(i))) for i in range(settings.invokers)]
+    return parts
+
+
+def module_available(module: str) -> bool:
+    """True if `python -m module` can run (a package needs a __main__)."""
+    try:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations is not None:
+            spec = importlib.util.find_spec(f"{module}.__main__")
+    except (ImportError, ValueError):
+        return False
+    return spec is not None
+
+
+def start_component(settings: Settings, name: str, module: str, args: tuple[str, ...] | list[str] = (),
+                    progress: Progress = say, wait: bool = True) -> Literal["started", "running", "absent"]:
+    """Start `<python> -m module args` unless running or the module does not exist (yet); wait: check readiness."""
+    if not module_available(module):
+        progress(f"[{name}] not available yet")
+        return "absent"
+    if _already(settings, name, progress):
+        return "running"
+    _spawn(settings, name, [sys.executable, "-m", module, *args], env=settings_env(settings), cwd=REPO)
+    if wait:
+        wait_component(settings, name, progress, time.monotonic())
+    return "started"
+
+
+def wait_component(settings: Settings, name: str, progress: Progress, started: float) -> None:
+    """API: GET /ping -> 200 within 60 s; others: still alive 2 s after start."""
+    pf = pid_file(settings, name)
+
+    def alive() -> bool:
+        return procs.read_pid(pf) is not None
+
+    try:
+        if name == "api":
+            wait_http(f"http://127.0.0.1:{settings.api_port}/ping", 60, 200, alive)
+        else:
+            time.sleep(max(0.0, started + 2 - time.monotonic()))
+            if not alive():
+                raise StartError("process exited")
+    except StartError as e:
+        raise _fail(settings, name, e) from None
+    progress(f"[{name}] ready ({time.monotonic() - started:.1f} s)")
+
+
+def nginx_paths(settings: Settings) -> tuple[Path, Path, Path]:
+    prefix = settings.home / "nginx"
+    return prefix, prefix / "nginx.conf", prefix / "logs" / "error.log"
+
+
+def render_nginx(settings: Settings) -> bool:
+    prefix, conf, _ = nginx_paths(settings)
+    for sub in ("logs", "temp"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    return render(DEPLOY / "nginx" / "nginx.conf.tmpl", conf, {
+        # As root, workers would drop to nobody and could not write our temp dirs.
+        "user_directive": "user root;" if os.geteuid() == 0 else "",
+        "prefix": str(prefix), "listen": f"127.0.0.1:{settings.nginx_port}",
+        "upstream": f"127.0.0.1:{settings.api_port}"})
+
+
+def nginx_argv(settings: Settings, *extra: str) -> list[str]:
+    prefix, conf, err = nginx_paths(settings)
+    # -e: nginx otherwise opens /var/log/nginx/error.log before reading our config.
+    return ["nginx", "-p", f"{prefix}/", "-c", str(conf), "-e", str(err), *extra]
+
+
+def nginx_test(settings: Settings) -> None:
+    render_nginx(settings)
+    res = subprocess.run(nginx_argv(settings, "-t"), capture_output=True, text=True)
+    if res.returncode != 0:
+        raise StartError(f"[nginx] config test failed: {' '.join(nginx_argv(settings, '-t'))}\n{res.stderr}")
+
+
+def start_nginx(settings: Settings, progress: Progress = say, api_available: bool = True) -> None:
+    """Our own nginx master (foreground, tracked by pid file) on 127.0.0.1:nginx_port; /etc/nginx is untouched."""
+    t0 = time.monotonic()
+    changed = render_nginx(settings)
+    pid = procs.read_pid(pid_file(settings, "nginx"))
+    if pid is not None:
+        if changed:
+            nginx_test(settings)
+            os.kill(pid, signal.SIGHUP)  # reload the new config in place
+            progress(f"[nginx] config changed, reloaded (pid {pid})")
+        else:
+            progress(f"[nginx] already running (pid {pid})")
+        return
+    if tcp_open("127.0.0.1", settings.nginx_port):
+        raise StartError(f"[nginx] 127.0.0.1:{settings.nginx_port} is already in use by a process we did not start")
+    nginx_test(settings)
+    alive = _spawn(settings, "nginx", nginx_argv(settings, "-g", "daemon off;"))
+    url = f"http://127.0.0.1:{settings.nginx_port}/api/v1"
+    try:
+        wait_http(url, 30 if api_available else 10, 200 if api_available else None, alive)
+    except StartError as e:
+        raise _fail(settings, "nginx", e) from None
+    progress(f"[nginx] ready on http://127.0.0.1:{settings.nginx_port} ({time.monotonic() - t0:.1f} s)")
+
+
+# ---------------------------------------------------------------- stopping
+
+def remove_action_containers(progress: Progress = say) -> None:
+    """docker rm -f the action containers: label `streamwhisk` and a name starting with wsk."""
+    if not docker_healthy(5):
+        return
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=streamwhisk.managed", "--filter", "name=^/?wsk"],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        progress(f"[docker] removed {len(ids)} action container(s)")
+
+
+def stop_all(settings: Settings, progress: Progress = say, remove_containers: bool = True) -> None:
+    """Stop, in reverse start order, every process we started (dockerd only if we started it)."""
+    rundir = run_dir(settings)
+    known = ["nginx", *reversed([c.name for c in components(settings)])]
+    # Invokers from an earlier run with a larger WSK_INVOKERS, or anything else we left a pid file for.
+    extra = sorted((p.stem for p in rundir.glob("*.pid")), reverse=True) if rundir.is_dir() else []
+    tail = ["couchdb", "kafka", "dockerd"]
+    order = known + [n for n in extra if n not in known and n not in tail]
+    for name in order:
+        _stop(settings, name, progress)
+    if remove_containers:
+        remove_action_containers(progress)
+    for name in tail:
+        _stop(settings, name, progress)
+
+
+def _stop(settings: Settings, name: str, progress: Progress) -> None:
+    t0 = time.monotonic()
+    pid = procs.stop(pid_file(settings, name), STOP_TIMEOUT)
+    if pid is not None:
+        progress(f"[{name}] stopped (pid {pid}, {time.monotonic() - t0:.1f} s)")

@@ -1,0 +1,61 @@
+"""Health of each part of a local stack, for `streamwhisk status`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cli import procs
+from cli.services import (
+    components,
+    couch_healthy,
+    couch_hostport,
+    docker_healthy,
+    http_status,
+    kafka_healthy,
+    kafka_hostport,
+    module_available,
+    pid_file,
+    tcp_open,
+)
+from contracts.settings import Settings
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    pid: int | None
+    port: str
+    health: str  # ok | failing | absent (module not written yet)
+
+    @property
+    def healthy(self) -> bool:
+        return self.health in ("ok", "absent")
+
+
+def status(settings: Settings) -> list[PartStatus]:
+    def pid(name: str) -> int | None:
+        return procs.read_pid(pid_file(settings, name))
+
+    def ok(flag: bool) -> str:
+        return "ok" if flag else "failing"
+
+    host, kport = kafka_hostport(settings)
+    api_ok = http_status(f"http://127.0.0.1:{settings.api_port}/ping") == 200
+    rows = [
+        PartStatus("docker", pid("dockerd"), "-", ok(docker_healthy(10))),
+        PartStatus("kafka", pid("kafka"), str(kport), ok(tcp_open(host, kport) and kafka_healthy(settings.kafka, 5))),
+        PartStatus("couchdb", pid("couchdb"), str(couch_hostport(settings)[1]), ok(couch_healthy(settings))),
+    ]
+    for c in components(settings):
+        p = pid(c.name)
+        if not module_available(c.module):
+            health = "absent"
+        elif c.name == "api":
+            health = ok(p is not None and api_ok)
+        else:
+            health = ok(p is not None)
+        rows.append(PartStatus(c.name, p, str(settings.api_port) if c.name == "api" else "-", health))
+    nginx_status = http_status(f"http://127.0.0.1:{settings.nginx_port}/api/v1")
+    nginx_ok = nginx_status == 200 if module_available("api") else nginx_status is not None
+    rows.append(PartStatus("nginx", pid("nginx"), str(settings.nginx_port), ok(pid("nginx") is not None and nginx_ok)))
+    return rows

@@ -1,0 +1,24 @@
+"""`streamwhisk test`: install what is missing, start the shared services, run the whole pytest suite."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from contracts.settings import REPO, Settings
+
+
+def cmd_test(settings: Settings, args: argparse.Namespace) -> int:
+    # The session fixture (tests/stack.py) installs and starts Kafka, PouchDB Server, dockerd and the images
+    # when they are not running, and a private set of Streamwhisk processes; so pytest alone is the whole run.
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-ra", *args.pytest_args]
+    code = subprocess.call(argv, cwd=REPO, env=dict(os.environ))
+    if code == 5:
+        print("error: pytest collected no tests", file=sys.stderr)
+    return code
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest (e.g. -k skeleton)")

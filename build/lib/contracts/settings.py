@@ -1,0 +1,39 @@
+"""Ports, addresses and paths every component reads from the environment (prefix WSK_)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path(_env("WSK_HOME", str(REPO / ".state"))))
+    kafka: str = field(default_factory=lambda: _env("WSK_KAFKA", "127.0.0.1:29092"))
+    kafka_controller_port: int = field(default_factory=lambda: int(_env("WSK_KAFKA_CONTROLLER_PORT", "29093")))
+    couchdb: str = field(default_factory=lambda: _env("WSK_COUCHDB", "http://127.0.0.1:25984"))
+    api_port: int = field(default_factory=lambda: int(_env("WSK_API_PORT", "23233")))
+    nginx_port: int = field(default_factory=lambda: int(_env("WSK_NGINX_PORT", "3233")))
+    connect_port: int = field(default_factory=lambda: int(_env("WSK_CONNECT_PORT", "28083")))
+    # Prefix for topics, consumer groups and CouchDB databases, so tests can run side by side.
+    prefix: str = field(default_factory=lambda: _env("WSK_PREFIX", "whisk"))
+    invokers: int = field(default_factory=lambda: int(_env("WSK_INVOKERS", "1")))
+    socket_root: Path = field(default_factory=lambda: Path(_env("WSK_SOCKET_ROOT", "/run/streamwhisk")))
+
+    @property
+    def api_host(self) -> str:
+        return f"http://127.0.0.1:{self.nginx_port}"
+
+    def db(self, name: str) -> str:
+        return f"{self.prefix}_{name}"
+
+
+def load() -> Settings:
+    return Settings()

@@ -1,0 +1,72 @@
+"""Topic names: the only place they are spelled. Every name hangs off Settings.prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+
+    def _t(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    @property
+    def commands(self) -> str:  # entity writes asked for by the API, keyed by root namespace
+        return self._t("commands")
+
+    @property
+    def entities(self) -> str:  # decided entity changes (the entity log)
+        return self._t("entities")
+
+    @property
+    def subjects(self) -> str:  # subject/key lifecycle, keyed by subject uuid
+        return self._t("subjects")
+
+    @property
+    def access(self) -> str:  # one event per API call (audit trail)
+        return self._t("access")
+
+    @property
+    def invocations(self) -> str:  # activation requests from the API, keyed by namespace
+        return self._t("invocations")
+
+    @property
+    def authorized(self) -> str:  # activations that passed entitlement and throttles
+        return self._t("authorized")
+
+    @property
+    def completions(self) -> str:  # finished (or rejected) activations, keyed by activation id
+        return self._t("completions")
+
+    @property
+    def health(self) -> str:  # invoker pings
+        return self._t("health")
+
+    @property
+    def progress(self) -> str:  # projector offsets, for read-your-writes
+        return self._t("progress")
+
+    @property
+    def deadletter(self) -> str:
+        return self._t("deadletter")
+
+    @property
+    def fires(self) -> str:  # TriggerFired, keyed by namespace (rules agent)
+        return self._t("fires")
+
+    @property
+    def feed_requests(self) -> str:  # feed action invocations (lifecycle events), keyed by trigger
+        return self._t("feedreqs")
+
+    @property
+    def feed_state(self) -> str:  # compacted: FeedChanged/FeedProgress by trigger, the feed service's state
+        return self._t("feedstate")
+
+    def invoker(self, n: int) -> str:
+        return self._t(f"invoker{n}")
+
+    def event_log(self) -> list[str]:
+        """Topics that together are the source of truth (replay reads these)."""
+        return [self.subjects, self.entities, self.completions, self.access]

@@ -1,0 +1,13 @@
+import argparse
+import asyncio
+import logging
+
+from contracts.settings import load
+from invoker.runner import Invoker
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+parser = argparse.ArgumentParser(prog="python -m invoker")
+parser.add_argument("--id", type=int, default=0)
+parser.add_argument("--memory", type=int, default=2048, help="user memory in MB for action containers")
+args = parser.parse_args()
+asyncio.run(Invoker(load(), args.id, args.memory).run())

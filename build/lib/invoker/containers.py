@@ -1,0 +1,320 @@
+"""Docker driver for action containers.
+
+Containers get no network; the invoker reaches the in-container proxy over a unix socket that lives in a
+bind-mounted host directory. The docker SDK is blocking, so every call goes through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import json
+import re
+import shutil
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import docker
+import docker.errors
+from docker.types import LogConfig, Ulimit
+
+SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
+CONTAINER_SOCKET_DIR = "/run/ow"
+SOCKET_NAME = "proxy.sock"
+FALLBACK_CAP_DROP = ["NET_RAW", "NET_ADMIN"]  # OpenWhisk's own flags, used only if dropping ALL breaks the proxy
+_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    name: str  # unique container name, e.g. "wsk0_<12hex>"
+    memory_mb: int = 256
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    user_memory_mb: int = 2048  # the invoker's pool size; cpu shares are proportional to memory
+
+
+@dataclass
+class ActionContainer:
+    id: str
+    name: str
+    socket_path: str
+    spec: ContainerSpec
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status: int | None  # None when the connection failed/dropped or timed out
+    body: bytes
+    elapsed_ms: float
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class LogResult:
+    lines: list[str]
+    complete: bool  # the sentinel was seen on both stdout and stderr
+    truncated: bool
+
+
+class ContainerStartError(RuntimeError):
+    pass
+
+
+def parse_ts_ns(ts: str) -> int:
+    """RFC3339Nano (as docker writes it, trailing zeros trimmed) -> unix ns."""
+    m = _TS.match(ts)
+    if not m:
+        raise ValueError(f"bad docker timestamp {ts!r}")
+    secs = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+    frac = (m.group(2) or "").ljust(9, "0")[:9]
+    return secs * 1_000_000_000 + int(frac)
+
+
+def _frames(raw: bytes) -> list[tuple[str, str, str]]:
+    """Split docker's multiplexed log stream into (timestamp, stream, text) lines."""
+    out: list[tuple[str, str, str]] = []
+    i = 0
+    while i + 8 <= len(raw):
+        kind, size = raw[i], struct.unpack(">I", raw[i + 4 : i + 8])[0]
+        payload = raw[i + 8 : i + 8 + size].decode(errors="replace").rstrip("\n")
+        i += 8 + size
+        ts, _, text = payload.partition(" ")
+        out.append((ts, "stderr" if kind == 2 else "stdout", text))
+    return out
+
+
+class DockerDriver:
+    def __init__(
+        self,
+        socket_root: Path,
+        *,
+        label_prefix: str = "streamwhisk",
+        pids_limit: int = 1024,
+        log_max_size: str = "10m",
+        read_only_rootfs: bool = True,
+    ) -> None:
+        self.socket_root = Path(socket_root)
+        self.label_prefix = label_prefix
+        self.pids_limit = pids_limit
+        self.log_max_size = log_max_size
+        self.read_only_rootfs = read_only_rootfs
+        self.cap_drop = ["ALL"]
+        self._client = docker.from_env(max_pool_size=32)
+        self._api = self._client.api
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    def _host_config(self, spec: ContainerSpec, sock_dir: Path) -> dict[str, Any]:
+        return self._api.create_host_config(
+            binds={str(sock_dir): {"bind": CONTAINER_SOCKET_DIR, "mode": "rw"}},
+            mem_limit=f"{spec.memory_mb}m",
+            memswap_limit=f"{spec.memory_mb}m",  # equal to mem_limit: no swap
+            cpu_shares=max(1024 * spec.memory_mb // spec.user_memory_mb, 2),
+            pids_limit=self.pids_limit,
+            cap_drop=self.cap_drop,
+            security_opt=["no-new-privileges"],
+            ulimits=[Ulimit(name="nofile", soft=1024, hard=1024)],
+            network_mode="none",
+            read_only=self.read_only_rootfs,
+            tmpfs={"/tmp": "size=64m"},
+            log_config=LogConfig(type="json-file", config={"max-size": self.log_max_size, "max-file": "1"}),
+        )
+
+    def _create_and_start(self, spec: ContainerSpec, sock_dir: Path) -> str:
+        env = {**spec.env, "OW_PROXY_SOCKET": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"}
+        labels = {f"{self.label_prefix}.managed": "true", **spec.labels}
+        created = self._api.create_container(
+            spec.image,
+            name=spec.name,
+            environment=env,
+            labels=labels,
+            host_config=self._host_config(spec, sock_dir),
+        )
+        cid: str = created["Id"]
+        self._api.start(cid)
+        return cid
+
+    async def start(self, spec: ContainerSpec, ready_timeout_s: float = 10) -> ActionContainer:
+        sock_dir = self.socket_root / spec.name
+        sock_dir.mkdir(parents=True, exist_ok=True)
+        sock_path = sock_dir / SOCKET_NAME
+        if len(str(sock_path)) > 100:  # AF_UNIX sun_path limit is 108 bytes
+            raise ValueError(f"socket path too long: {sock_path}")
+        sock_path.unlink(missing_ok=True)
+        cid = await asyncio.to_thread(self._create_and_start, spec, sock_dir)
+        c = ActionContainer(id=cid, name=spec.name, socket_path=str(sock_path), spec=spec)
+        try:
+            await self._wait_ready(c, ready_timeout_s)
+        except ContainerStartError:
+            await self.remove(c)
+            if self.cap_drop != ["ALL"]:
+                raise
+            self.cap_drop = FALLBACK_CAP_DROP
+            try:
+                return await self.start(spec, ready_timeout_s)
+            except ContainerStartError:
+                self.cap_drop = ["ALL"]  # caps were not the problem; keep the strict default
+                raise
+        except BaseException:
+            await self.remove(c)
+            raise
+        self._sessions[cid] = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=c.socket_path), json_serialize=json.dumps
+        )
+        return c
+
+    async def _wait_ready(self, c: ActionContainer, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        next_check = time.monotonic() + 0.5
+        while True:
+            try:
+                _, writer = await asyncio.open_unix_connection(c.socket_path)
+                writer.close()
+                return
+            except OSError:
+                pass
+            now = time.monotonic()
+            if now > next_check:  # catch a proxy that died instead of waiting for the full timeout
+                next_check = now + 0.5
+                state = (await asyncio.to_thread(self._api.inspect_container, c.id))["State"]
+                if not state.get("Running"):
+                    logs = await asyncio.to_thread(self._api.logs, c.id, tail=20)
+                    raise ContainerStartError(
+                        f"container {c.name} exited ({state.get('ExitCode')}): {logs.decode(errors='replace')}"
+                    )
+            if now > deadline:
+                raise TimeoutError(f"container {c.name} proxy not ready after {timeout_s}s")
+            await asyncio.sleep(0.005)
+
+    async def pause(self, c: ActionContainer) -> None:
+        await asyncio.to_thread(self._api.pause, c.id)
+        c.paused = True
+
+    async def unpause(self, c: ActionContainer) -> None:
+        await asyncio.to_thread(self._api.unpause, c.id)
+        c.paused = False
+
+    def _remove_sync(self, cid: str, sock_dir: Path) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._api.remove_container(cid, force=True)
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+    async def remove(self, c: ActionContainer) -> None:
+        session = self._sessions.pop(c.id, None)
+        if session is not None:
+            await session.close()
+        await asyncio.to_thread(self._remove_sync, c.id, Path(c.socket_path).parent)
+
+    async def remove_all(self, name_prefix: str) -> int:
+        found = await asyncio.to_thread(self._api.containers, all=True, filters={"name": f"^/{re.escape(name_prefix)}"})
+        names = {cid["Id"]: cid["Names"][0].lstrip("/") for cid in found}
+        names = {k: v for k, v in names.items() if v.startswith(name_prefix)}
+        await asyncio.gather(
+            *(asyncio.to_thread(self._remove_sync, cid, self.socket_root / n) for cid, n in names.items())
+        )
+        await asyncio.to_thread(self._remove_stale_dirs, name_prefix)
+        return len(names)
+
+    def _remove_stale_dirs(self, name_prefix: str) -> None:
+        for d in self.socket_root.glob(f"{name_prefix}*"):  # socket dirs of containers already gone
+            shutil.rmtree(d, ignore_errors=True)
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+        await asyncio.to_thread(self._client.close)
+
+    # ---- proxy protocol --------------------------------------------------------------------------------
+
+    async def _post(self, c: ActionContainer, path: str, payload: dict[str, Any], timeout_s: float) -> HttpResult:
+        session = self._sessions.get(c.id)
+        t0 = time.monotonic()
+        if session is None:
+            return HttpResult(None, b"no session (container removed?)", 0.0)
+        try:
+            async with session.post(
+                f"http://localhost{path}", json=payload, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                body = await resp.read()
+                return HttpResult(resp.status, body, (time.monotonic() - t0) * 1000)
+        except TimeoutError:
+            return HttpResult(None, b"", (time.monotonic() - t0) * 1000, timed_out=True)
+        except (aiohttp.ClientError, OSError) as ex:
+            return HttpResult(None, str(ex).encode(), (time.monotonic() - t0) * 1000)
+
+    async def init(self, c: ActionContainer, payload: dict[str, Any], timeout_s: float) -> HttpResult:
+        return await self._post(c, "/init", payload, timeout_s)
+
+    async def run(self, c: ActionContainer, payload: dict[str, Any], timeout_s: float) -> HttpResult:
+        return await self._post(c, "/run", payload, timeout_s)
+
+    # ---- logs / state ----------------------------------------------------------------------------------
+
+    def _fetch_logs(self, cid: str, since_ns: int) -> bytes:
+        params = {
+            "stdout": 1,
+            "stderr": 1,
+            "timestamps": 1,
+            "since": f"{since_ns // 1_000_000_000}.{since_ns % 1_000_000_000:09d}",
+        }
+        # The SDK's logs() merges stdout and stderr; the raw multiplexed stream keeps them apart.
+        res = self._api._get(self._api._url("/containers/{0}/logs", cid), params=params)
+        self._api._raise_for_status(res)
+        return bytes(res.content)
+
+    async def logs(self, c: ActionContainer, since_ns: int, limit_bytes: int, wait_s: float = 2.0) -> LogResult:
+        lines: list[str] = []
+        size = 0
+        truncated = False
+        seen = {"stdout": False, "stderr": False}
+        cursor = since_ns - 1  # newest timestamp read so far; docker's `since` is inclusive
+        deadline = time.monotonic() + wait_s
+        while True:
+            boundary = cursor
+            raw = await asyncio.to_thread(self._fetch_logs, c.id, max(cursor, since_ns))
+            for ts, stream, text in _frames(raw):
+                ts_ns = parse_ts_ns(ts)
+                if ts_ns <= boundary:
+                    continue  # already read in a previous poll
+                cursor = max(cursor, ts_ns)
+                if SENTINEL in text:
+                    seen[stream] = True
+                    continue
+                line = f"{ts} {stream}: {text}"
+                n = len(line.encode()) + 1
+                if truncated or size + n > limit_bytes:
+                    truncated = True
+                    continue
+                lines.append(line)
+                size += n
+            complete = all(seen.values())
+            if complete or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        if truncated:
+            lines.append(f"Logs were truncated because the total bytes size exceeds the limit of {limit_bytes} bytes.")
+        return LogResult(lines=lines, complete=complete, truncated=truncated)
+
+    async def was_oom_killed(self, c: ActionContainer, wait_s: float = 1.0) -> bool:
+        """Meant for after a dropped connection: docker records the OOM event asynchronously, so poll."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                info = await asyncio.to_thread(self._api.inspect_container, c.id)
+            except docker.errors.NotFound:
+                return False
+            if info["State"].get("OOMKilled"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)

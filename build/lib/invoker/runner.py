@@ -1,0 +1,279 @@
+"""The invoker: consume this invoker's assignment topic, run each activation in a container, emit completions.
+
+Delivery is at-most-once, as in OpenWhisk: the assignment offset is committed when the activation starts, so a
+crashed invoker never runs an activation twice (the balancer's health tracking routes new work elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from contracts import bus, events
+from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested, InvokerPing
+from contracts.settings import Settings
+from contracts.topics import Topics
+from invoker import outcome
+from invoker.containers import ActionContainer, ContainerSpec, DockerDriver
+from invoker.pool import Key, Pool, Slot
+
+log = logging.getLogger("invoker")
+
+IMAGES = {"python:3": "streamwhisk/action-python:latest", "nodejs:20": "streamwhisk/action-nodejs:latest"}
+PAUSE_GRACE_S = 10.0
+IDLE_REMOVE_S = 600.0
+PREWARM = [("python:3", 256)]
+PING_EVERY_S = 1.0
+
+
+class Invoker:
+    def __init__(self, settings: Settings, index: int, user_memory_mb: int = 2048) -> None:
+        self.s = settings
+        self.index = index
+        self.t = Topics(settings.prefix)
+        self.prefix = f"wsk{settings.prefix}{index}_"
+        self.pool = Pool(user_memory_mb)
+        self.containers: dict[str, ActionContainer] = {}
+        self.driver = DockerDriver(settings.socket_root / f"{settings.prefix}{index}")
+        self.capacity = asyncio.Condition()
+        self.prewarming = asyncio.Lock()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.producer: Any = None
+
+    # --- container lifecycle ------------------------------------------------------------------------
+
+    async def _start_container(self, kind: str, image: str, memory_mb: int) -> ActionContainer:
+        spec = ContainerSpec(
+            image=image, name=f"{self.prefix}{uuid.uuid4().hex[:12]}", memory_mb=memory_mb,
+            labels={"streamwhisk.invoker": str(self.index), "streamwhisk.kind": kind},
+            user_memory_mb=self.pool.user_memory_mb,
+        )
+        c = await self.driver.start(spec)
+        self.containers[c.name] = c
+        return c
+
+    async def _destroy(self, slot: Slot) -> None:
+        self.pool.slots.pop(slot.name, None)
+        c = self.containers.pop(slot.name, None)
+        if c is not None:
+            try:
+                await self.driver.remove(c)
+            except Exception:
+                log.exception("removing %s", slot.name)
+        async with self.capacity:
+            self.capacity.notify_all()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def prewarm(self) -> None:
+        async with self.prewarming:
+            await self._prewarm()
+
+    async def _prewarm(self) -> None:
+        for kind, mem in PREWARM:
+            if self.pool.stem_cell(kind, mem) is None and self.pool.free_mb() >= mem:
+                slot = Slot(name="", memory_mb=mem, kind=kind, busy=True)
+                placeholder = f"prewarm-{uuid.uuid4().hex}"
+                self.pool.slots[placeholder] = slot
+                try:
+                    c = await self._start_container(kind, IMAGES[kind], mem)
+                except Exception:
+                    log.exception("prewarm %s failed", kind)
+                    self.pool.slots.pop(placeholder, None)
+                    continue
+                self.pool.slots.pop(placeholder, None)
+                slot.name, slot.busy, slot.last_used = c.name, False, time.monotonic()
+                self.pool.slots[c.name] = slot
+
+    async def _acquire(self, key: Key, kind: str, memory_mb: int) -> tuple[Slot, bool]:
+        """A reserved slot for this activation and whether it still needs /init."""
+        async with self.capacity:
+            while True:
+                slot = self.pool.warm(key)
+                if slot is not None:
+                    slot.busy = True
+                    return slot, False
+                slot = self.pool.stem_cell(kind, memory_mb)
+                if slot is not None:
+                    slot.busy, slot.key = True, key
+                    return slot, True
+                evict = self.pool.evictable(memory_mb)
+                if evict is not None:
+                    for s in evict:
+                        s.busy = True
+                    for s in evict:
+                        self._spawn(self._destroy(s))
+                    for s in evict:
+                        self.pool.slots.pop(s.name, None)
+                    name = f"pending-{uuid.uuid4().hex}"
+                    slot = Slot(name=name, memory_mb=memory_mb, kind=kind, key=key, busy=True)
+                    self.pool.slots[name] = slot
+                    return slot, True
+                await self.capacity.wait()
+
+    async def _release(self, slot: Slot, keep: bool) -> None:
+        if not keep:
+            await self._destroy(slot)
+            return
+        slot.busy, slot.last_used = False, time.monotonic()
+        async with self.capacity:
+            self.capacity.notify_all()
+
+    # --- one activation ---------------------------------------------------------------------------------
+
+    async def handle(self, req: ActivationRequested) -> None:
+        action = req.action
+        exec_ = action.get("exec", {})
+        kind = exec_.get("kind", "")
+        limits = action.get("limits", {})
+        memory_mb, timeout_ms = int(limits.get("memory", 256)), int(limits.get("timeout", 60000))
+        log_limit = int(limits.get("logs", 10)) * 1048576
+        doc_id = f"{action['namespace']}/{action['name']}"
+        key: Key = (req.namespace, doc_id, f"{action.get('version')}@{action.get('updated')}")
+        image = exec_.get("image") if kind == "blackbox" else IMAGES.get(kind)
+        start = events.now_ms()
+        init_ms: int | None = None
+        logs: list[str] = []
+        slot: Slot | None = None
+        try:
+            if image is None:
+                res = outcome.internal_error(f"The runtime '{kind}' is not available on this invoker.")
+            else:
+                slot, cold = await self._acquire(key, kind, memory_mb)
+                start = events.now_ms()
+                res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
+        except Exception as e:
+            log.exception("activation %s failed", req.activation_id)
+            res = outcome.internal_error(f"Failed to run the action: {e}")
+        end = events.now_ms()
+        if slot is not None:
+            await self._release(slot, res.keep_container)
+            self._spawn(self.prewarm())
+        rec = outcome.record(
+            activation_id=req.activation_id, namespace=req.namespace, subject=req.subject, action=action,
+            outcome=res, start=start, end=end, requested_at=req.at, init_ms=init_ms, logs=logs, cause=req.cause,
+        )
+        done = ActivationCompleted(
+            activation_id=req.activation_id, namespace=req.namespace, invoker=self.index, record=rec,
+            memory_mb=memory_mb,
+        )
+        await bus.send(self.producer, self.t.completions, req.activation_id, done)
+
+    async def _execute(
+        self, slot: Slot, cold: bool, req: ActivationRequested, image: str, timeout_ms: int, log_limit: int
+    ) -> tuple[outcome.Outcome, int | None, list[str]]:
+        action = req.action
+        exec_ = action.get("exec", {})
+        c = self.containers.get(slot.name)
+        if c is None:  # a pending slot: cold start a fresh container
+            c = await self._start_container(slot.kind, image, slot.memory_mb)
+            self.pool.slots.pop(slot.name, None)
+            slot.name = c.name
+            self.pool.slots[c.name] = slot
+        elif c.paused:
+            await self.driver.unpause(c)
+        since = time.time_ns()
+        deadline = str(events.now_ms() + timeout_ms)
+        ow_env = {
+            "__OW_NAMESPACE": req.namespace, "__OW_ACTION_NAME": f"/{action['namespace']}/{action['name']}",
+            "__OW_ACTION_VERSION": str(action.get("version", "")), "__OW_ACTIVATION_ID": req.activation_id,
+            "__OW_TRANSACTION_ID": req.transaction_id, "__OW_DEADLINE": deadline,
+        }
+        init_ms: int | None = None
+        if cold:
+            init_params = {p["key"]: str(p["value"]) for p in action.get("parameters", []) if p.get("init")}
+            payload = {"value": {
+                "name": action["name"], "main": exec_.get("main", "main"), "code": exec_.get("code", ""),
+                "binary": bool(exec_.get("binary", False)), "env": {**init_params, **ow_env},
+            }}
+            r = await self.driver.init(c, payload, timeout_ms / 1000)
+            init_ms = int(r.elapsed_ms)
+            failed = outcome.from_init(r, timeout_ms, r.status is None and await self.driver.was_oom_killed(c))
+            if failed is not None:
+                lr = await self.driver.logs(c, since, log_limit, wait_s=0.5)
+                return failed, init_ms, lr.lines
+        run = {
+            "value": req.params, "namespace": req.namespace, "action_name": ow_env["__OW_ACTION_NAME"],
+            "action_version": ow_env["__OW_ACTION_VERSION"], "activation_id": req.activation_id,
+            "transaction_id": req.transaction_id, "deadline": deadline,
+        }
+        r = await self.driver.run(c, run, timeout_ms / 1000)
+        oom = r.status is None and not r.timed_out and await self.driver.was_oom_killed(c)
+        res = outcome.from_run(r, timeout_ms, oom)
+        lr = await self.driver.logs(c, since, log_limit, wait_s=2.0 if res.keep_container else 0.3)
+        lines = lr.lines
+        if not lr.complete and not res.keep_container:
+            lines = [*lines, "The action did not initialize or run as expected. Log data might be missing."]
+        return res, init_ms, lines
+
+    # --- loops ------------------------------------------------------------------------------------------
+
+    async def _ping(self) -> None:
+        while True:
+            ev = InvokerPing(invoker=self.index, user_memory_mb=self.pool.user_memory_mb,
+                             free_memory_mb=self.pool.free_mb(), warm=self.pool.warm_action_ids())
+            try:
+                await bus.send(self.producer, self.t.health, str(self.index), ev)
+            except Exception:
+                log.exception("ping failed")
+            await asyncio.sleep(PING_EVERY_S)
+
+    async def _reaper(self) -> None:
+        """Pause containers idle past the grace period; remove those idle for long."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for s in self.pool.idle_since(now - IDLE_REMOVE_S):
+                s.busy = True
+                await self._destroy(s)
+            for s in self.pool.idle_since(now - PAUSE_GRACE_S):
+                c = self.containers.get(s.name)
+                if c is not None and not c.paused and not s.busy:
+                    s.busy = True
+                    try:
+                        await self.driver.pause(c)
+                    finally:
+                        s.busy = False
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        await bus.ensure_topics(self.s.kafka, [self.t.invoker(self.index), self.t.completions, self.t.health])
+        removed = await self.driver.remove_all(self.prefix)
+        if removed:
+            log.info("removed %d leftover containers", removed)
+        self.producer = bus.producer(self.s.kafka)
+        await self.producer.start()
+        consumer = bus.consumer(self.s.kafka, self.t.invoker(self.index),
+                                group=f"{self.s.prefix}-invoker{self.index}", from_start=False)
+        await consumer.start()
+        bg = [asyncio.create_task(self._ping()), asyncio.create_task(self._reaper())]
+        await self.prewarm()
+        log.info("invoker %d ready", self.index)
+        try:
+            while stop is None or not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                for msgs in batch.values():
+                    for m in msgs:
+                        try:
+                            ev = events.decode(m.value)
+                        except events.DecodeError as e:
+                            log.warning("skipping undecodable assignment: %s", e)
+                            continue
+                        if isinstance(ev, ActivationAssigned):
+                            self._spawn(self.handle(ev.request))
+                if batch:
+                    await consumer.commit()  # at-most-once: committed once the activations are started
+        finally:
+            for t in bg:
+                t.cancel()
+            await consumer.stop()
+            if self.tasks:
+                await asyncio.wait(self.tasks, timeout=10)
+            await self.producer.stop()
+            await self.driver.remove_all(self.prefix)
+            await self.driver.close()

@@ -1,0 +1,1 @@
+"""Entity decider (pure logic); see logic.py."""

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Build Streamwhisk's images locally, with no registry: the Debian base comes from runtimes/build.py
+# (mmdebstrap | docker import), every other image is FROM it.
+#   docker/build.sh [TAG] [IMAGES...]     IMAGES: streamwhisk runtimes kafka couchdb nginx (default: all)
+# Then push them to your cluster's registry (or `kind load` / `k3s ctr images import`) and point the chart's
+# image values at them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TAG=${1:-0.1.0}
+shift || true
+IMAGES=${*:-streamwhisk runtimes kafka couchdb nginx}
+PY=${PYTHON:-.venv/bin/python}
+
+# The content-hashed base image; also tagged :latest so the Dockerfiles' default BASE works.
+BASE=$("$PY" -c 'from runtimes.build import ensure_images; import docker
+ensure_images(lambda m: None)
+print(sorted(docker.from_env().images.list("streamwhisk/base-python"), key=lambda i: i.attrs["Created"])[-1].tags[0])')
+docker tag "$BASE" streamwhisk/base-python:latest
+echo "base: $BASE"
+
+# Each build gets a small context with only the files its Dockerfile copies (the repo holds venvs and state).
+ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
+for img in $IMAGES; do
+  rm -rf "${ctx:?}"/*
+  case $img in
+    streamwhisk)
+      # No pip in the base and no index inside the build: bring the project and its dependencies as wheels.
+      "$PY" -m pip wheel --quiet --wheel-dir "$ctx/wheels" . pip
+      name=streamwhisk/streamwhisk ;;
+    runtimes) mkdir -p "$ctx/runtimes/python"; cp runtimes/python/proxy.py "$ctx/runtimes/python/"
+      name=streamwhisk/action-python ;;
+    kafka) mkdir -p "$ctx/deploy/kafka"; cp deploy/kafka/pom.xml "$ctx/deploy/kafka/"; name=streamwhisk/kafka ;;
+    couchdb|nginx) name=streamwhisk/$img ;;
+    *) echo "unknown image $img" >&2; exit 2 ;;
+  esac
+  df=docker/$img/Dockerfile; [ "$img" = runtimes ] && df=docker/runtimes/python/Dockerfile
+  docker build --build-arg BASE="$BASE" -f "$df" -t "$name:$TAG" "$ctx"
+done

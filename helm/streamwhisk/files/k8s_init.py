@@ -1,0 +1,137 @@
+"""In-cluster setup steps of the Helm chart, run with the streamwhisk image's python (mounted from a ConfigMap).
+
+  python3 k8s_init.py topics         create missing topics (WSK_PARTITIONS partitions, WSK_REPLICATION replicas)
+  python3 k8s_init.py databases      create the CouchDB databases and design docs
+  python3 k8s_init.py subjects       publish the guest and whisk.system subjects (keys from GUEST_KEY / SYSTEM_KEY)
+  python3 k8s_init.py invoker-id     print this node's invoker id (NODE_NAME, INVOKER_NODE_IDS JSON)
+  python3 k8s_init.py pull-runtimes  make the runtime images exist on the node's Docker (RUNTIME_IMAGES JSON)
+
+Every step is idempotent and bounded in time (INIT_TIMEOUT seconds), so jobs and init containers can rerun it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+MAX_INVOKERS = 16  # streams.app.MAX_INVOKERS; kept here so invoker-id needs no Kafka client imports
+
+
+def invoker_id(node: str, ids: dict[str, int], max_invokers: int = MAX_INVOKERS) -> int:
+    """The node's id from the explicit map, else a stable hash of its name (collisions: list the node)."""
+    if node in ids:
+        n = int(ids[node])
+        if not 0 <= n < max_invokers:
+            raise ValueError(f"invoker id {n} for node {node} is outside 0..{max_invokers - 1}")
+        return n
+    return zlib.crc32(node.encode()) % max_invokers
+
+
+def topic_names(prefix: str, max_invokers: int = MAX_INVOKERS) -> list[str]:
+    """Every topic of contracts.topics.Topics (all its str properties) plus the invoker assignment topics."""
+    from contracts.topics import Topics
+
+    t = Topics(prefix)
+    names = [getattr(t, n) for n, v in vars(Topics).items() if isinstance(v, property)]
+    return sorted({n for n in names if isinstance(n, str)} | {t.invoker(i) for i in range(max_invokers)})
+
+
+def retry(what: str, step: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return step()
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what}: giving up after {timeout:.0f} s: {type(e).__name__}: {e}") from e
+            print(f"{what}: {type(e).__name__}: {e}; retrying", flush=True)
+            time.sleep(3)
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int, replication: int) -> list[str]:
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    async def go() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+        await admin.start()
+        try:
+            missing = [n for n in names if n not in set(await admin.list_topics())]
+            if missing:
+                try:
+                    await admin.create_topics([NewTopic(n, partitions, replication) for n in missing])
+                except TopicAlreadyExistsError:
+                    pass  # another init container won the race; same settings
+            return missing
+        finally:
+            await admin.close()
+
+    return asyncio.run(go())
+
+
+def main(argv: list[str]) -> int:
+    step = argv[1] if len(argv) > 1 else ""
+    timeout = float(os.environ.get("INIT_TIMEOUT", "300"))
+    if step == "invoker-id":
+        print(invoker_id(os.environ["NODE_NAME"], json.loads(os.environ.get("INVOKER_NODE_IDS") or "{}")))
+        return 0
+    if step == "pull-runtimes":
+        import docker
+
+        client = docker.from_env()
+        for img in json.loads(os.environ.get("RUNTIME_IMAGES") or "[]"):
+            src, tag = img.get("image") or "", img["tag"]
+            if src:
+                try:
+                    client.images.get(src)
+                except docker.errors.ImageNotFound:
+                    print(f"pulling {src}", flush=True)
+                    retry(f"pull {src}", lambda s=src: client.images.pull(s), timeout)
+                repo, _, version = tag.rpartition(":")
+                client.images.get(src).tag(repo, version)
+            else:
+                client.images.get(tag)  # must already be on the node: fail loudly rather than at first invoke
+            print(f"runtime image {tag} ready", flush=True)
+        return 0
+
+    from contracts.settings import load
+
+    settings = load()
+    if step == "topics":
+        names = topic_names(settings.prefix)
+        parts, repl = int(os.environ.get("WSK_PARTITIONS", "1")), int(os.environ.get("WSK_REPLICATION", "1"))
+        made = retry("topics", lambda: create_topics(settings.kafka, names, parts, repl), timeout)
+        print(f"topics: {len(names)} present, {len(made)} created ({parts} partitions x {repl} replicas)")
+    elif step == "databases":
+        from projections.couch import Couch
+        from projections.runner import ensure_databases
+
+        retry("databases", lambda: ensure_databases(Couch(settings.couchdb), settings), timeout)
+        print("databases ready")
+    elif step == "subjects":
+        import asyncio
+
+        from cli.admin import create_subject
+        from contracts import keys
+
+        async def both() -> None:
+            await create_subject(settings, keys.SYSTEM_SUBJECT, keys.SYSTEM_SUBJECT, os.environ["SYSTEM_KEY"])
+            await create_subject(settings, keys.GUEST_SUBJECT, keys.GUEST_SUBJECT, os.environ["GUEST_KEY"])
+
+        retry("subjects", lambda: asyncio.run(both()), timeout)
+        print("subjects guest and whisk.system ready")
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,180 @@
+"""Trigger fire -> rules: the rule-matching agent and its pure decision.
+
+For each TriggerFired the agent checks the fires-per-minute throttle, then admits one non-blocking activation per
+active rule (as the trigger owner, with the action throttles, exactly as `authorize` would) straight onto the
+authorized topic, and answers on completions with the trigger's activation record (its logs hold one JSON line per
+rule), or a rejection: 204 no active rule, 404 no such trigger, 429 throttled. The trigger doc comes from the
+`entities` table that `decide_entities` keeps in this same worker, so a rule disabled a moment ago is already seen.
+Sequences and conductors run in the API; a rule on one goes through the API's compositions topic (not done yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from contracts import events
+from contracts.events import ActivationAuthorized, ActivationCompleted, ActivationRequested, TriggerFired
+from streams import throttle
+from streams.entities.logic import merge_parameters
+
+log = logging.getLogger("streams.rules")
+Doc = dict[str, Any]
+Lookup = Callable[[str], Doc | None]
+NOT_FOUND = "The requested resource does not exist."
+
+
+# --- pure -----------------------------------------------------------------------------------------------------
+
+
+def admit_fire(state: Doc | None, limits: Doc, now_ms: int) -> tuple[Doc, str | None]:
+    """Fixed wall-clock minute window on fires per namespace; the fire that goes over the limit is refused."""
+    st = dict(state or {"minute": 0, "count": 0})
+    minute = now_ms // 60000
+    if st["minute"] != minute:
+        st["minute"], st["count"] = minute, 0
+    allowed = throttle.limit(limits, "firesPerMinute")
+    if st["count"] + 1 > allowed:
+        return st, f"Too many requests in the last minute (count: {st['count'] + 1}, allowed: {allowed})."
+    st["count"] += 1
+    return st, None
+
+
+@dataclass
+class FireOutcome:
+    completion: ActivationCompleted
+    fire_state: Doc | None = None  # new fires-throttle state (None: unchanged)
+    throttle_state: Doc | None = None  # new action-throttle state (None: unchanged)
+    admitted: list[ActivationRequested] = field(default_factory=list)
+
+
+def _typed(lookup: Lookup, doc_id: str, etype: str) -> Doc | None:
+    doc = lookup(doc_id)
+    return doc if doc is not None and doc.get("entityType") == etype else None
+
+
+def resolve_rule_action(ref: Doc, owner_ns: str, lookup: Lookup) -> tuple[Doc | None, str | None]:
+    """(action doc with package params merged in, None) or (None, error message)."""
+    path, name = ref["path"], ref["name"]
+    pkg = binding = None
+    if "/" in path:
+        pkg = _typed(lookup, path, "package")
+        if pkg is not None and pkg.get("binding"):
+            binding, b = pkg, pkg["binding"]
+            path = f"{b['namespace']}/{b['name']}"
+            pkg = _typed(lookup, path, "package")
+    action = _typed(lookup, f"{path}/{name}", "action")
+    if action is None:
+        return None, NOT_FOUND
+    if path.split("/")[0] != owner_ns and not (pkg or {}).get("publish"):
+        return None, f"The supplied authentication is not authorized to access '{path}/{name}'."
+    params = merge_parameters((pkg or {}).get("parameters"), (binding or {}).get("parameters"),
+                              action.get("parameters"))
+    return {**action, "parameters": params}, None
+
+
+def _log_line(rule: str, action: str, aid: str | None, error: str | None, code: int) -> str:
+    d: Doc = ({"statusCode": 0, "success": True, "activationId": aid} if error is None
+              else {"statusCode": code, "success": False, "error": error})
+    return orjson.dumps({**d, "rule": rule, "action": action}).decode()
+
+
+def decide_fire(
+    ev: TriggerFired, lookup: Lookup, subject: Doc | None, fire_state: Doc | None, throttle_state: Doc | None,
+    now_ms: int, new_id: Callable[[], str] = events.new_id,
+) -> FireOutcome:
+    def reject(status: int, msg: str, **kw: Any) -> FireOutcome:
+        return FireOutcome(ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace,
+                                               rejected_status=status, rejected=msg), **kw)
+
+    if subject is None or subject.get("blocked") or ev.namespace not in subject.get("namespaces", []):
+        return reject(403, "The supplied authentication is not authorized to access this resource.")
+    trigger = _typed(lookup, ev.trigger, "trigger")
+    if trigger is None:
+        return reject(404, NOT_FOUND)
+    limits = subject.get("limits") or {}
+    fire_state, refusal = admit_fire(fire_state, limits, now_ms)
+    if refusal:
+        return reject(429, refusal, fire_state=fire_state)
+    active = [(k, v) for k, v in sorted((trigger.get("rules") or {}).items()) if v.get("status") == "active"]
+    if not active:
+        return reject(204, "no active rules", fire_state=fire_state)
+    trig_params = {p["key"]: p["value"] for p in trigger.get("parameters", [])}
+    lines, admitted, st = [], [], throttle_state
+    for rule_key, link in active:
+        ref = link["action"]
+        action_name = f"{ref['path']}/{ref['name']}"
+        action, err = resolve_rule_action(ref, ev.namespace, lookup)
+        if action is None:
+            lines.append(_log_line(rule_key, action_name, None, err, 1))
+            continue
+        if action.get("exec", {}).get("kind") == "sequence" or _truthy(_annotation(action, "conductor")):
+            lines.append(_log_line(rule_key, action_name, None, "Sequences and conductors are not supported as "
+                                   "rule actions yet.", 3))
+            continue
+        st, refusal = throttle.admit(st, limits, now_ms)
+        if refusal:
+            lines.append(_log_line(rule_key, action_name, None, refusal, 1))
+            continue
+        params = {p["key"]: p["value"] for p in action["parameters"] if not p.get("init")}
+        params.update(trig_params)
+        params.update(ev.payload)
+        if ev.headers:
+            params["__ow_headers"] = ev.headers
+        aid = new_id()
+        admitted.append(ActivationRequested(
+            activation_id=aid, namespace=ev.namespace, subject=ev.subject, action=action, params=params,
+            transaction_id=ev.transaction_id, at=now_ms,
+        ))
+        lines.append(_log_line(rule_key, action_name, aid, None, 0))
+    name = ev.trigger.rsplit("/", 1)[1]
+    record: Doc = {
+        "namespace": ev.namespace, "name": name, "subject": ev.subject, "activationId": ev.activation_id,
+        "start": now_ms, "response": {"status": "success", "statusCode": 0, "success": True, "result": ev.payload},
+        "logs": lines, "version": trigger.get("version", "0.0.1"), "publish": False, "annotations": [],
+    }
+    done = ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace, record=record)
+    return FireOutcome(done, fire_state, st, admitted)
+
+
+def _annotation(doc: Doc, key: str) -> Any:
+    return next((a.get("value") for a in doc.get("annotations", []) if a.get("key") == key), None)
+
+
+def _truthy(v: Any) -> bool:
+    return v not in (None, False, 0, "")
+
+
+# --- agent --------------------------------------------------------------------------------------------------
+
+
+def register(app: Any, tables: dict[str, Any], topics: dict[str, Any]) -> None:
+    """Add the rule-matching agent to the streams app (tables: entities, subjects, throttles)."""
+    entities, subjects, throttles = tables["entities"], tables["subjects"], tables["throttles"]
+    fires_table = app.Table("fires", default=None)
+    authorized, completions = topics["authorized"], topics["completions"]
+
+    @app.agent(topics["fires"], concurrency=1)
+    async def match_rules(stream: Any) -> None:
+        async for raw in stream:
+            try:
+                ev = events.decode(raw)
+            except events.DecodeError as e:
+                log.warning("skipping undecodable fire: %s", e)
+                continue
+            if not isinstance(ev, TriggerFired):
+                continue
+            out = decide_fire(ev, entities.get, subjects.get(ev.subject), fires_table.get(ev.namespace),
+                              throttles.get(ev.namespace), events.now_ms())
+            if out.fire_state is not None:
+                fires_table[ev.namespace] = out.fire_state
+            if out.admitted:
+                throttles[ev.namespace] = out.throttle_state
+            for req in out.admitted:
+                await authorized.send(key=req.activation_id.encode(),
+                                      value=events.encode(ActivationAuthorized(request=req)))
+            await completions.send(key=ev.activation_id.encode(), value=events.encode(out.completion))
