@@ -464,11 +464,12 @@ def start_nginx(settings: Settings, progress: Progress = say, api_available: boo
 
 # ---------------------------------------------------------------- stopping
 
-def remove_action_containers(progress: Progress = say) -> None:
-    """docker rm -f the action containers: label `streamwhisk` and a name starting with wsk."""
+def remove_action_containers(settings: Settings, progress: Progress = say) -> None:
+    """docker rm -f this stack's action containers (managed label, name <container_prefix><n>_), no one else's."""
     if not docker_healthy(5):
         return
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=streamwhisk.managed", "--filter", "name=^/?wsk"],
+    name = f"name=^/?{settings.container_prefix}[0-9]+_"
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=streamwhisk.managed", "--filter", name],
                          capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
@@ -486,7 +487,7 @@ def stop_all(settings: Settings, progress: Progress = say, remove_containers: bo
     for name in order:
         _stop(settings, name, progress)
     if remove_containers:
-        remove_action_containers(progress)
+        remove_action_containers(settings, progress)
     for name in tail:
         _stop(settings, name, progress)
 

@@ -31,6 +31,11 @@ class Settings:
     def api_host(self) -> str:
         return f"http://127.0.0.1:{self.nginx_port}"
 
+    @property
+    def container_prefix(self) -> str:
+        """Action containers of this stack are named <container_prefix><invoker>_<id>."""
+        return f"wsk{self.prefix}"
+
     def db(self, name: str) -> str:
         return f"{self.prefix}_{name}"
 

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import docker
 import docker.errors
 from docker.types import LogConfig, Ulimit
-
-import docker
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 CONTAINER_SOCKET_DIR = "/run/ow"

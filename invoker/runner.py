@@ -71,7 +71,7 @@ class Invoker:
         self.s = settings
         self.index = index
         self.t = Topics(settings.prefix)
-        self.prefix = f"wsk{settings.prefix}{index}_"
+        self.prefix = f"{settings.container_prefix}{index}_"
         self.pool = Pool(user_memory_mb)
         self.containers: dict[str, ActionContainer] = {}
         self.driver = DockerDriver(settings.socket_root / f"{settings.prefix}{index}")

@@ -86,7 +86,7 @@ class Stack:
         raise TimeoutError(f"subject {name} not visible to the API")
 
     def stop(self) -> None:
-        services.stop_all(self.settings, say, remove_containers=False)
+        services.stop_all(self.settings, say)
 
 
 def start_infra() -> Settings:

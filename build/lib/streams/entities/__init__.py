@@ -1,1 +1,0 @@
-"""Entity decider (pure logic); see logic.py."""
