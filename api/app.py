@@ -12,9 +12,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from api import errors
 from api.errors import error_response, json_response
+from api.kafkagate import KafkaGate, unavailable
 from api.tail import Identity, Tail
 from api.views import Views
 from contracts import bus, events
@@ -22,7 +24,7 @@ from contracts.errors import WhiskError
 from contracts.events import ApiCalled
 from contracts.settings import Settings
 from contracts.topics import Topics
-from projections.runner import database_names
+from projections import catalog
 
 log = logging.getLogger("api")
 
@@ -30,6 +32,7 @@ SETTINGS = web.AppKey("settings", Settings)
 TAIL = web.AppKey("tail", Tail)
 VIEWS = web.AppKey("views", Views)
 PRODUCER = web.AppKey("producer", AIOKafkaProducer)
+GATE = web.AppKey("kafka_gate", KafkaGate)
 TOPICS = web.AppKey("topics", Topics)
 PENDING: web.AppKey[set[asyncio.Future[Any]]] = web.AppKey("pending")
 
@@ -70,6 +73,9 @@ async def whisk_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status == 405:
             msg = "Method not allowed."
         resp = error_response(e.status, msg, tid)
+    except KafkaError as e:  # the broker went away under a call the gate let through
+        log.warning("kafka error on %s %s: %r", request.method, request.path, e)
+        resp = error_response(503, unavailable().message, tid)
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         resp = error_response(500, "Internal Server Error", tid)
@@ -155,8 +161,12 @@ async def _resources(app: web.Application) -> Any:
     ])
     app[PRODUCER] = bus.producer(settings.kafka)
     await app[PRODUCER].start()
-    app[VIEWS] = Views(settings.couchdb, database_names(settings))
+    app[GATE] = KafkaGate(settings.kafka)  # sends answer 503 quickly while Kafka is down
+    app[GATE].guard(app[PRODUCER])
+    gate_watch = asyncio.create_task(app[GATE].watch())
+    app[VIEWS] = Views(settings.couchdb, await catalog.current(settings))
     await app[VIEWS].start()
+    follow = asyncio.create_task(catalog.follow(settings, app[VIEWS].dbs))  # a replay may switch databases
     app[TAIL] = Tail(settings.kafka, t)
     await app[TAIL].start()
     log.info("api ready")
@@ -165,5 +175,7 @@ async def _resources(app: web.Application) -> Any:
     if pending:
         await asyncio.wait(pending, timeout=5)
     await app[TAIL].stop()
+    follow.cancel()
+    gate_watch.cancel()
     await app[VIEWS].close()
     await app[PRODUCER].stop()

@@ -165,7 +165,9 @@ class Tap:
                 self.rejected[aid] = ev.rejected_status
             elif ev.record:
                 st = self.stamps[aid]
-                st["start"], st["end"], st["completed"] = ev.record["start"], ev.record["end"], ts
+                st["completed"] = ts
+                if "start" in ev.record and "end" in ev.record:
+                    st["start"], st["end"] = ev.record["start"], ev.record["end"]
                 self.names[aid] = ev.record.get("name", "")
             self.completed[aid] = now
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cli import admin, services, status, testcmd
+from cli import admin, audit, replay, services, status, testcmd
 from cli.install import InstallError, install_all
 from cli.services import StartError, say
 from contracts.settings import REPO, Settings, load
@@ -132,6 +132,8 @@ COMMANDS: dict[str, Command] = {
     "test": Command(testcmd.cmd_test, "run the whole test suite against real services", testcmd.configure),
     "admin": Command(admin.cmd_admin, "manage subjects and keys (create, list, block, unblock, delete)",
                      admin.configure),
+    "replay": Command(replay.cmd_replay, "rebuild the CouchDB projections from the Kafka log", replay.configure),
+    "audit": Command(audit.cmd_audit, "who did what, when, from the Kafka log", audit.configure),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -98,7 +99,7 @@ def test_alarm_survives_feed_service_crash(stack: Stack) -> None:
     slots = fired_slots(stack, "tick")
     assert len(slots) >= len(before) + 4, (before, slots)
     assert len(set(slots)) == len(slots), f"doubled fires: {slots}"
-    assert all(b - a == 2000 for a, b in zip(slots, slots[1:], strict=False)), f"lost fires: {slots}"
+    assert all(b - a == 2000 for a, b in itertools.pairwise(slots)), f"lost fires: {slots}"
     time.sleep(3)
     assert fired_slots(stack, "tick") == slots  # deleted: no more fires
     rec = wait_activation(c, _trigger_record(c, "tick"))

@@ -197,7 +197,11 @@ def test_network_policies_keep_actions_away_from_kafka_and_couchdb(rendered: dic
             one(docs, "StatefulSet", part)["spec"]["selector"]["matchLabels"]
         assert not _allows(policy, action), f"action pods reach {part}"
         assert not _allows(policy, {"app": "something-else"})
-        for d in workloads(docs) + find(docs, "Job"):  # every Streamwhisk pod (and the init jobs) is let in
+        platform = [d for d in workloads(docs) + find(docs, "Job")
+                    if d["spec"]["template"]["metadata"]["labels"].get("streamwhisk.io/platform") == "true"]
+        parts = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in platform}
+        assert parts == {"api", "streams", "projections", "invoker", "connect", "init"}
+        for d in platform:  # every Streamwhisk component and init job is let in
             assert _allows(policy, d["spec"]["template"]["metadata"]["labels"]), f"{d['metadata']['name']} -> {part}"
     actions = one(docs, "NetworkPolicy", "actions")
     assert actions["spec"]["podSelector"]["matchLabels"] == action

@@ -128,4 +128,4 @@ def test_container_is_hardened(c: Client, dock: docker.DockerClient) -> None:
     assert hc["CapDrop"] == ["ALL"] or set(hc["CapDrop"]) >= {"NET_RAW", "NET_ADMIN"}
     assert hc["NetworkMode"] == "none" and hc["ReadonlyRootfs"] is True
     assert "no-new-privileges" in hc["SecurityOpt"]
-    assert st["Config"]["ExposedPorts"] is None and not st["NetworkSettings"]["Ports"]
+    assert not st["Config"].get("ExposedPorts") and not st["NetworkSettings"].get("Ports")
