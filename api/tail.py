@@ -85,7 +85,12 @@ class Tail:
     async def _loop(self) -> None:
         assert self._consumer is not None
         while True:
-            batch = await self._consumer.getmany(timeout_ms=500)
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500)
+            except Exception as e:  # a broker restart must not end the tail: retry until it is back
+                log.warning("tail fetch failed, retrying: %r", e)
+                await asyncio.sleep(0.5)
+                continue
             for msgs in batch.values():
                 for m in msgs:
                     try:

@@ -1,0 +1,140 @@
+"""Helpers for the fault tests: a private Kafka + PouchDB Server, kill -9 and restart of one process, and
+a checker that compares accepted activation ids with the records that exist."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from cli import procs, services
+from contracts.settings import Settings
+from tests.stack import Client, Stack, free_port
+
+say = services.say
+
+
+def private_infra(base: Settings) -> Settings:
+    """Our own Kafka and PouchDB Server on free ports (the shared ones are never killed): Kafka jars and node
+    modules are symlinked from the shared home."""
+    home = Path(tempfile.mkdtemp(prefix="sw-chaos-"))
+    for sub in ("kafka-libs", "node"):
+        (home / sub).symlink_to(base.home / sub)
+    s = dataclasses.replace(base, home=home, kafka=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+                            couchdb=f"http://127.0.0.1:{free_port()}")
+    services.start_kafka(s, say)
+    services.start_couch(s, say)
+    return s
+
+
+def stop_private_infra(s: Settings) -> None:
+    services.stop_all(s, say, remove_containers=False)
+    shutil.rmtree(s.home, ignore_errors=True)
+
+
+def pid(settings: Settings, name: str) -> int | None:
+    return procs.read_pid(services.pid_file(settings, name))
+
+
+def kill9(settings: Settings, name: str) -> float:
+    """kill -9 one process of a stack; returns the time of the kill (monotonic)."""
+    p = pid(settings, name)
+    assert p is not None, f"{name} is not running"
+    os.kill(p, signal.SIGKILL)
+    t = time.monotonic()
+    assert procs.wait_exit(p, 10)
+    return t
+
+
+def stop_signal(settings: Settings, name: str, sig: int) -> None:
+    p = pid(settings, name)
+    assert p is not None, f"{name} is not running"
+    os.kill(p, sig)
+
+
+def restart(stack: Stack, name: str) -> None:
+    comp = next(c for c in services.components(stack.settings) if c.name == name)
+    services.start_component(stack.settings, comp.name, comp.module, comp.args, say, wait=True)
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except requests.RequestException as e:
+            last = e
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not after {timeout:.0f} s (last: {last!r})")
+
+
+def couch_ids(stack: Stack, db: str) -> set[str]:
+    s = stack.settings
+    r = requests.get(f"{s.couchdb}/{s.db(db)}/_all_docs", timeout=30)
+    r.raise_for_status()
+    return {row["id"] for row in r.json()["rows"] if not row["id"].startswith("_design")}
+
+
+def records(stack: Stack, namespace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The activation docs (CouchDB projection) for the given ids that exist."""
+    s = stack.settings
+    keys = [f"{namespace}/{i}" for i in ids]
+    out: dict[str, dict[str, Any]] = {}
+    for k in range(0, len(keys), 200):
+        r = requests.post(f"{s.couchdb}/{s.db('activations')}/_all_docs", params={"include_docs": "true"},
+                          json={"keys": keys[k:k + 200]}, timeout=30)
+        r.raise_for_status()
+        for row in r.json()["rows"]:
+            if row.get("doc"):
+                out[row["doc"]["activationId"]] = row["doc"]
+    return out
+
+
+def wait_records(stack: Stack, namespace: str, ids: set[str], timeout: float) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    found: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        found = records(stack, namespace, ids)
+        if len(found) == len(ids):
+            break
+        time.sleep(0.5)
+    return found
+
+
+def put_action(c: Client, name: str, code: str, **limits: int) -> None:
+    body: dict[str, Any] = {"exec": {"kind": "python:3", "code": code}}
+    if limits:
+        body["limits"] = limits
+    r = c.put(f"actions/{name}", body, overwrite=True)
+    assert r.status_code == 200, r.text
+
+
+def timed(fn: Callable[[], requests.Response]) -> tuple[requests.Response | Exception, float]:
+    t0 = time.monotonic()
+    try:
+        return fn(), time.monotonic() - t0
+    except requests.RequestException as e:
+        return e, time.monotonic() - t0
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    """Figures go to stdout (pytest -s) and to $WSK_CHAOS_REPORT (one JSON line per test), for RELIABILITY.md."""
+    import json
+
+    line = json.dumps({"test": name, **figures}, sort_keys=True)
+    print(f"\n[figures] {line}")
+    out = os.environ.get("WSK_CHAOS_REPORT")
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
