@@ -6,38 +6,30 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bench import probe, sections
+from bench.cli import configure
 from bench.stats import Row, table
 from contracts.settings import Settings
 
-OUT = Path(__file__).resolve().parent / "out"
 SECTIONS: dict[str, Callable[[sections.Ctx], sections.Result]] = {
+    # cold first: later sections fill the invokers' pools, and a full pool has no prewarmed stem cell
+    "cold": sections.cold_start,
     "warm": sections.warm_latency,
     "throughput": sections.throughput,
-    "cold": sections.cold_start,
     "triggers": sections.triggers,
     "crud": sections.crud,
     "replay": sections.replay,
 }
 LIMITS = {"invocationsPerMinute": 1_000_000, "concurrentInvocations": 1000, "firesPerMinute": 1_000_000}
-
-
-def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="short runs (about 2 minutes in all)")
-    p.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
-    p.add_argument("--profile", action="store_true", help="py-spy record the stack's processes in sections 1-2")
-    p.add_argument("--out", type=Path, default=OUT, help="where results.json (and profiles) go")
-    p.add_argument("--keep", action="store_true", help="leave the private stack running (saved to out/stack.json)")
-    p.add_argument("--reuse", action="store_true", help="run against the stack a --keep run left")
 
 
 def _settings_from(d: dict[str, str]) -> Settings:
@@ -93,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 res, r = {"error": f"{type(e).__name__}: {e}"}, [(name, "error", type(e).__name__, str(e)[:100])]
                 failed = True
             res["seconds"] = round(time.monotonic() - t0, 1)
+            res["loadavg_after"] = os.getloadavg()  # other work on the machine skews every figure
             results[name] = res
             rows += r
             print(f"[bench] {name} done in {res['seconds']} s", flush=True)
@@ -110,11 +103,6 @@ def run(args: argparse.Namespace) -> int:
     print(table(rows))
     print(f"\nwritten {args.out / 'results.json'}")
     return 1 if failed else 0
-
-
-def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    """Entry for `streamwhisk bench` (the settings of `up` are not used: the bench runs its own stack)."""
-    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -454,7 +454,7 @@ def replay(ctx: Ctx) -> Result:
         m = importlib.import_module(mod)
         if hasattr(m, "measure"):
             out: dict[str, Any] = m.measure(ctx.s, ctx.quick)
-            return out, [("6 replay", "replay speed", f"{out.get('events_per_s', 0):.0f} events/s",
-                          f"{out.get('events', '?')} events; target > 20k/s")]
+            note = f"{out.get('events', '?')} events, peak RSS {out.get('peak_rss_mb', 0):.0f} MB; target > 20k/s"
+            return out, [("6 replay", "replay speed", f"{out.get('events_per_s', 0):.0f} events/s", note)]
         return {"available": False}, [("6 replay", "replay speed", "not available", f"{mod} has no measure()")]
     return {"available": False}, [("6 replay", "replay speed", "not available", "no replay tool yet")]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cli import admin, audit, replay, services, status, testcmd
 from cli.install import InstallError, install_all
@@ -124,6 +126,13 @@ def _configure_up(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true", help="skip building the action runtime images")
 
 
+def _bench() -> Any:
+    """bench/ runs from the repo (it is not an installed package), like runtimes/ above."""
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+    return importlib.import_module("bench.cli")
+
+
 COMMANDS: dict[str, Command] = {
     "up": Command(cmd_up, "install what is missing and start the whole stack", _configure_up),
     "down": Command(cmd_down, "stop everything `up` started"),
@@ -134,6 +143,8 @@ COMMANDS: dict[str, Command] = {
                      admin.configure),
     "replay": Command(replay.cmd_replay, "rebuild the CouchDB projections from the Kafka log", replay.configure),
     "audit": Command(audit.cmd_audit, "who did what, when, from the Kafka log", audit.configure),
+    "bench": Command(lambda s, a: _bench().cmd_bench(s, a), "run the benchmarks (bench/RESULTS.md)",
+                     lambda p: _bench().configure(p)),
 }
 
 

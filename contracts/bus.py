@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # Action code may be up to 48 MB and travels in events; the broker allows 64 MB.
 MAX_MESSAGE = 64 * 1024 * 1024
+BATCH = 1024 * 1024  # aiokafka's default is 16 KB, about ten ActivationRequested events (they carry the action)
 
 FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 DAY_MS = 24 * 3600 * 1000
@@ -56,6 +57,7 @@ def producer(bootstrap: str) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=0,
+        max_batch_size=BATCH,  # idempotence allows one request in flight: let a busy API send more per request
         max_request_size=MAX_MESSAGE,
         metadata_max_age_ms=30000,
         connections_max_idle_ms=None,  # type: ignore[arg-type]  # avoids the reconnect after idle

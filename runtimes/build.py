@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import docker.errors
-
 import docker
+import docker.errors
 
 HERE = Path(__file__).resolve().parent
 PROXY = HERE / "python" / "proxy.py"

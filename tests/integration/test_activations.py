@@ -87,7 +87,7 @@ def test_get_result_logs(acts: dict[str, Any]) -> None:
     assert rec["activationId"] == aid and rec["name"] == "a" and rec["publish"] is False
     assert set(rec) >= {"namespace", "name", "subject", "activationId", "start", "end", "duration", "response",
                         "logs", "version", "publish", "annotations"}
-    assert rec["response"] == {"result": {"n": 0}, "size": 8, "status": "success", "success": True}
+    assert rec["response"] == {"result": {"n": 0}, "size": 7, "status": "success", "success": True}
     assert rec["duration"] == rec["end"] - rec["start"]
     ann = {a["key"]: a["value"] for a in rec["annotations"]}
     assert set(ann) >= {"path", "waitTime", "kind", "limits", "timeout"}

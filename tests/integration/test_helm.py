@@ -406,10 +406,10 @@ def test_nginx_waits_for_a_slow_upstream(chart_nginx: str) -> None:
 
 # ---------------------------------------------------------------- images
 
-DOCKERFILES = sorted((REPO / "docker").glob("**/Dockerfile"))
+DOCKERFILES = sorted((REPO / "dockerfiles").glob("**/Dockerfile"))
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.parent.relative_to(REPO / "docker")))
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.parent.relative_to(REPO / "dockerfiles")))
 def test_dockerfiles_build_from_the_local_base(dockerfile: Path) -> None:
     # Each starts FROM the locally built Debian base (no registry image).
     lines = [ln for ln in dockerfile.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
@@ -420,11 +420,11 @@ def test_dockerfiles_build_from_the_local_base(dockerfile: Path) -> None:
 
 
 def test_component_images_build_and_run(tmp_path: Path) -> None:
-    """docker/build.sh builds the component, runtime and nginx images FROM the local base; they run."""
+    """dockerfiles/build.sh builds the component, runtime and nginx images FROM the local base; they run."""
     if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
         pytest.fail("docker is not running")
     t0 = time.monotonic()
-    res = subprocess.run(["bash", str(REPO / "docker" / "build.sh"), "test", "streamwhisk", "runtimes", "nginx"],
+    res = subprocess.run(["bash", str(REPO / "dockerfiles" / "build.sh"), "test", "streamwhisk", "runtimes", "nginx"],
                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     print(f"images built in {time.monotonic() - t0:.1f} s")

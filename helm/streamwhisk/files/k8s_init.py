@@ -11,6 +11,7 @@ Every step is idempotent and bounded in time (INIT_TIMEOUT seconds), so jobs and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -65,10 +66,9 @@ def create_topics(bootstrap: str, names: list[str], partitions: int, replication
         try:
             missing = [n for n in names if n not in set(await admin.list_topics())]
             if missing:
-                try:
+                # another init container may win the race; same settings
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([NewTopic(n, partitions, replication) for n in missing])
-                except TopicAlreadyExistsError:
-                    pass  # another init container won the race; same settings
             return missing
         finally:
             await admin.close()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build Streamwhisk's images locally, with no registry: the Debian base comes from runtimes/build.py
 # (mmdebstrap | docker import), every other image is FROM it.
-#   docker/build.sh [TAG] [IMAGES...]     IMAGES: streamwhisk runtimes kafka couchdb nginx (default: all)
+#   dockerfiles/build.sh [TAG] [IMAGES...]     IMAGES: streamwhisk runtimes kafka couchdb nginx (default: all)
 # Then push them to your cluster's registry (or `kind load` / `k3s ctr images import`) and point the chart's
 # image values at them.
 set -euo pipefail
@@ -29,10 +29,17 @@ for img in $IMAGES; do
       name=streamwhisk/streamwhisk ;;
     runtimes) mkdir -p "$ctx/runtimes/python"; cp runtimes/python/proxy.py "$ctx/runtimes/python/"
       name=streamwhisk/action-python ;;
-    kafka) mkdir -p "$ctx/deploy/kafka"; cp deploy/kafka/pom.xml "$ctx/deploy/kafka/"; name=streamwhisk/kafka ;;
-    couchdb|nginx) name=streamwhisk/$img ;;
+    kafka|couchdb)
+      # The Kafka jars (Maven) and PouchDB Server (npm) as `streamwhisk install` puts them in WSK_HOME.
+      "$PY" -c 'from cli.install import ensure_kafka_libs, ensure_pouchdb; from contracts.settings import load
+s = load(); ensure_kafka_libs(s, print); ensure_pouchdb(s, print)'
+      home=$("$PY" -c 'from contracts.settings import load; print(load().home)')
+      if [ "$img" = kafka ]; then cp -rL "$home/kafka-libs" "$ctx/kafka-libs"
+      else mkdir -p "$ctx/node"; cp -r "$home/node/node_modules" "$ctx/node/"; fi
+      name=streamwhisk/$img ;;
+    nginx) name=streamwhisk/$img ;;
     *) echo "unknown image $img" >&2; exit 2 ;;
   esac
-  df=docker/$img/Dockerfile; [ "$img" = runtimes ] && df=docker/runtimes/python/Dockerfile
+  df=dockerfiles/$img/Dockerfile; [ "$img" = runtimes ] && df=dockerfiles/runtimes/python/Dockerfile
   docker build --build-arg BASE="$BASE" -f "$df" -t "$name:$TAG" "$ctx"
 done
