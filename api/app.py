@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
@@ -36,6 +37,7 @@ GATE = web.AppKey("kafka_gate", KafkaGate)
 TOPICS = web.AppKey("topics", Topics)
 PENDING: web.AppKey[set[asyncio.Future[Any]]] = web.AppKey("pending")
 
+DB_UNAVAILABLE = "The database (CouchDB) is not reachable; reads are unavailable. Try again later."
 OPEN_PATHS = ("/", "/api/v1", "/api/v1/", "/api/v1/api-docs", "/ping")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,6 +75,9 @@ async def whisk_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status == 405:
             msg = "Method not allowed."
         resp = error_response(e.status, msg, tid)
+    except aiohttp.ClientConnectionError as e:  # CouchDB (the views) unreachable: reads cannot be served
+        log.warning("couchdb unreachable on %s %s: %r", request.method, request.path, e)
+        resp = error_response(503, DB_UNAVAILABLE, tid)
     except KafkaError as e:  # the broker went away under a call the gate let through
         log.warning("kafka error on %s %s: %r", request.method, request.path, e)
         resp = error_response(503, unavailable().message, tid)

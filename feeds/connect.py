@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import aiohttp
@@ -10,6 +11,8 @@ from feeds.schedule import FeedError
 
 FILE_SOURCE = "org.apache.kafka.connect.file.FileStreamSourceConnector"
 TIMEOUT = aiohttp.ClientTimeout(total=30)
+# The Kubernetes chart runs Connect as its own Deployment (Service name here); locally it is on 127.0.0.1.
+HOST = os.environ.get("WSK_CONNECT_HOST", "127.0.0.1")
 
 
 def connector_config(user: dict[str, Any], topic: str) -> dict[str, str]:
@@ -30,7 +33,7 @@ def connector_config(user: dict[str, Any], topic: str) -> dict[str, str]:
 
 
 async def create(port: int, name: str, config: dict[str, str]) -> None:
-    url = f"http://127.0.0.1:{port}/connectors/{name}/config"
+    url = f"http://{HOST}:{port}/connectors/{name}/config"
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.put(url, json=config) as r:
             if r.status >= 300:
@@ -40,10 +43,10 @@ async def create(port: int, name: str, config: dict[str, str]) -> None:
 
 
 async def delete(port: int, name: str) -> None:
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.delete(f"http://127.0.0.1:{port}/connectors/{name}"):
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.delete(f"http://{HOST}:{port}/connectors/{name}"):
         pass
 
 
 async def exists(port: int, name: str) -> bool:
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.get(f"http://127.0.0.1:{port}/connectors/{name}") as r:
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.get(f"http://{HOST}:{port}/connectors/{name}") as r:
         return r.status == 200

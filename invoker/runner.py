@@ -20,7 +20,10 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from contracts import bus, events
 from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested, InvokerPing
@@ -286,6 +289,7 @@ class Invoker:
                         s.busy = False
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
+        started_ms, started_ids = events.now_ms(), OrderedDict[str, None]()
         await bus.ensure_topics(self.s.kafka, [self.t.invoker(self.index), self.t.completions, self.t.health])
         removed = await self.driver.remove_all(self.prefix)
         if removed:
@@ -309,9 +313,21 @@ class Invoker:
                             log.warning("skipping undecodable assignment: %s", e)
                             continue
                         if isinstance(ev, ActivationAssigned):
+                            # At most once: never run work assigned before this process started, nor twice after
+                            # a rebalance; the watchdog (streams/watchdog.py) gives those a final record.
+                            aid = ev.request.activation_id
+                            if ev.at < started_ms or aid in started_ids:
+                                log.warning("not running stale or repeated assignment %s", aid)
+                                continue
+                            started_ids[aid] = None
+                            if len(started_ids) > 100_000:
+                                started_ids.popitem(last=False)
                             self._spawn(self.handle(ev.request))
                 if batch:
-                    await consumer.commit()  # at-most-once: committed once the activations are started
+                    try:
+                        await consumer.commit()  # at-most-once: committed once the activations are started
+                    except KafkaError as e:  # e.g. the group rebalanced during a broker restart
+                        log.warning("offset commit failed: %r", e)
         finally:
             for t in bg:
                 t.cancel()

@@ -14,7 +14,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import requests
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from contracts import bus, events
 from contracts.events import DeadLetter, Event, ProjectionProgress
@@ -144,8 +146,17 @@ async def run(settings: Settings, name: str = "projector", stop: asyncio.Event |
                         dl = dead_letter(tp.topic, m.partition, m.offset, m.value, str(e))
                         await bus.send(producer, topics.deadletter, None, dl)
                 ends[tp] = msgs[-1].offset + 1
-            await asyncio.to_thread(project_batch, couch, ptr.dbs, batch)
-            await consumer.commit({tp: off for tp, off in ends.items()})
+            while True:  # CouchDB unreachable: keep the batch (offsets stay uncommitted) and retry
+                try:
+                    await asyncio.to_thread(project_batch, couch, ptr.dbs, batch)
+                    break
+                except (requests.ConnectionError, requests.Timeout) as e:
+                    log.warning("couchdb unreachable, retrying the batch: %r", e)
+                    await asyncio.sleep(1.0)
+            try:
+                await consumer.commit({tp: off for tp, off in ends.items()})
+            except KafkaError as e:  # a rebalance (e.g. after a broker restart): redelivered events are no-ops
+                log.warning("offset commit failed: %r", e)
             for tp, off in ends.items():
                 ev = ProjectionProgress(projector=name, topic=tp.topic, partition=tp.partition, offset=off)
                 await bus.send(producer, topics.progress, tp.topic, ev)

@@ -28,7 +28,7 @@ from contracts.events import (
 )
 from contracts.settings import Settings
 from contracts.topics import Topics
-from streams import balancer, rules, throttle
+from streams import balancer, rules, throttle, watchdog
 from streams import decide as logic
 
 log = logging.getLogger("streams")
@@ -182,6 +182,7 @@ def create_app(settings: Settings) -> faust.App:
 
     rules.register(app, {"entities": entities, "subjects": subjects, "throttles": throttles},
                    {"fires": topic(t.fires), "authorized": authorized, "completions": completions})
+    watchdog.register(app, [t.invoker(i) for i in range(MAX_INVOKERS)], completions, invokers, emit)
     return app
 
 

@@ -138,3 +138,55 @@ def report(name: str, figures: dict[str, Any]) -> None:
     if out:
         with open(out, "a") as f:
             f.write(line + "\n")
+
+
+def completions(settings: Settings, timeout_s: float = 10.0) -> list[Any]:
+    """Every ActivationCompleted on the stack's completions topic (to count executions and watchdog closes)."""
+    import asyncio
+
+    from contracts import bus, events
+    from contracts.events import ActivationCompleted
+    from contracts.topics import Topics
+
+    async def read() -> list[Any]:
+        c = bus.consumer(settings.kafka, group=None)
+        await c.start()
+        try:
+            tps = await bus.partitions(c, Topics(settings.prefix).completions)
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            ends = await c.end_offsets(tps)
+            out: list[Any] = []
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while any([await c.position(tp) < ends[tp] for tp in tps]):
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                for msgs in (await c.getmany(timeout_ms=500)).values():
+                    for m in msgs:
+                        try:
+                            ev = events.decode(m.value)
+                        except events.DecodeError:
+                            continue
+                        if isinstance(ev, ActivationCompleted):
+                            out.append(ev)
+            return out
+        finally:
+            await c.stop()
+
+    return asyncio.run(read())
+
+
+def running_containers(prefix: str) -> int:
+    import subprocess
+
+    out = subprocess.run(["docker", "ps", "-q", "--filter", f"name=^/?{prefix}"], capture_output=True, text=True)
+    return len(out.stdout.split())
+
+
+def remove_containers(prefix: str) -> None:
+    import subprocess
+
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"name=^/?{prefix}"], capture_output=True,
+                         text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)

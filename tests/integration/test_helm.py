@@ -139,6 +139,7 @@ def test_default_install_has_every_part(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["default"]
     for kind, part in [("StatefulSet", "kafka"), ("StatefulSet", "couchdb"), ("Deployment", "api"),
                        ("Deployment", "streams"), ("Deployment", "projections"), ("Deployment", "connect"),
+                       ("Deployment", "feeds"),
                        ("DaemonSet", "invoker"), ("Ingress", "api"), ("Service", "api")]:
         one(docs, kind, part)
     jobs = {d["metadata"]["name"] for d in find(docs, "Job")}
@@ -148,6 +149,8 @@ def test_default_install_has_every_part(rendered: dict[str, list[Doc]]) -> None:
     cfg = one(docs, "ConfigMap", "config")["data"]
     assert cfg["WSK_KAFKA"] == "sw-streamwhisk-kafka.sw.svc:9092"
     assert cfg["WSK_PREFIX"] == "whisk"
+    assert (cfg["WSK_CONNECT_HOST"], cfg["WSK_CONNECT_PORT"]) == ("sw-streamwhisk-connect.sw.svc", "8083")
+    assert one(docs, "Deployment", "feeds")["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_nginx_configmap_is_the_local_template(rendered: dict[str, list[Doc]]) -> None:
@@ -200,7 +203,7 @@ def test_network_policies_keep_actions_away_from_kafka_and_couchdb(rendered: dic
         platform = [d for d in workloads(docs) + find(docs, "Job")
                     if d["spec"]["template"]["metadata"]["labels"].get("streamwhisk.io/platform") == "true"]
         parts = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in platform}
-        assert parts == {"api", "streams", "projections", "invoker", "connect", "init"}
+        assert parts == {"api", "streams", "projections", "feeds", "invoker", "connect", "init"}
         for d in platform:  # every Streamwhisk component and init job is let in
             assert _allows(policy, d["spec"]["template"]["metadata"]["labels"]), f"{d['metadata']['name']} -> {part}"
     actions = one(docs, "NetworkPolicy", "actions")

@@ -67,5 +67,19 @@ def test_init_topics_cover_every_topic() -> None:
     for name in (t.commands, t.entities, t.subjects, t.access, t.invocations, t.authorized, t.completions,
                  t.health, t.progress, t.deadletter, t.invoker(0), t.invoker(MAX_INVOKERS - 1)):
         assert name in names
+    assert t.feed_state not in names  # compacted: the feed service creates it with its configs
     assert all(n.startswith("p.") for n in names)
     assert len(names) == len(set(names))
+
+
+def test_feeds_reach_connect_at_the_configured_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The chart sets WSK_CONNECT_HOST to the Connect Service (locally Connect is on 127.0.0.1).
+    import feeds.connect
+
+    monkeypatch.setenv("WSK_CONNECT_HOST", "sw-streamwhisk-connect.sw.svc")
+    mod = importlib.reload(feeds.connect)
+    try:
+        assert mod.HOST == "sw-streamwhisk-connect.sw.svc"
+    finally:
+        monkeypatch.delenv("WSK_CONNECT_HOST")
+        importlib.reload(feeds.connect)

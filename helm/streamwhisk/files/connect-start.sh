@@ -1,5 +1,6 @@
 #!/bin/sh
-# Kafka Connect worker (distributed mode); its state lives in <prefix>.connect-* topics.
+# Kafka Connect worker (distributed mode) for connector feeds (feeds/connect.py); its state lives in
+# <prefix>.connect-* topics. Several replicas form one Connect cluster (group <prefix>-connect).
 # Env from the chart: BOOTSTRAP PREFIX REPLICATION KAFKA_HEAP_OPTS POD_IP.
 set -eu
 CONF=/tmp/connect.properties
@@ -12,8 +13,10 @@ status.storage.topic=$PREFIX.connect-status
 config.storage.replication.factor=$REPLICATION
 offset.storage.replication.factor=$REPLICATION
 status.storage.replication.factor=$REPLICATION
-key.converter=org.apache.kafka.connect.converters.ByteArrayConverter
-value.converter=org.apache.kafka.connect.converters.ByteArrayConverter
+# as cli/services.py start_connect: the feed service reads connector records as strings
+key.converter=org.apache.kafka.connect.storage.StringConverter
+value.converter=org.apache.kafka.connect.storage.StringConverter
+offset.flush.interval.ms=1000
 listeners=http://0.0.0.0:8083
 rest.advertised.host.name=$POD_IP
 rest.advertised.port=8083

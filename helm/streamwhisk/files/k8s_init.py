@@ -33,12 +33,16 @@ def invoker_id(node: str, ids: dict[str, int], max_invokers: int = MAX_INVOKERS)
     return zlib.crc32(node.encode()) % max_invokers
 
 
+# Made by their own service with their own configs (feed_state is compacted), not here.
+OWN_CONFIG = ("feed_state",)
+
+
 def topic_names(prefix: str, max_invokers: int = MAX_INVOKERS) -> list[str]:
-    """Every topic of contracts.topics.Topics (all its str properties) plus the invoker assignment topics."""
+    """Every topic of contracts.topics.Topics (its str properties) and the invoker topics, but OWN_CONFIG ones."""
     from contracts.topics import Topics
 
     t = Topics(prefix)
-    names = [getattr(t, n) for n, v in vars(Topics).items() if isinstance(v, property)]
+    names = [getattr(t, n) for n, v in vars(Topics).items() if isinstance(v, property) and n not in OWN_CONFIG]
     return sorted({n for n in names if isinstance(n, str)} | {t.invoker(i) for i in range(max_invokers)})
 
 
@@ -60,6 +64,8 @@ def create_topics(bootstrap: str, names: list[str], partitions: int, replication
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
+    from contracts.bus import topic_configs  # retention by topic kind, as the components create them
+
     async def go() -> list[str]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
         await admin.start()
@@ -68,7 +74,8 @@ def create_topics(bootstrap: str, names: list[str], partitions: int, replication
             if missing:
                 # another init container may win the race; same settings
                 with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics([NewTopic(n, partitions, replication) for n in missing])
+                    await admin.create_topics([NewTopic(n, partitions, replication, topic_configs=topic_configs(n))
+                                               for n in missing])
             return missing
         finally:
             await admin.close()

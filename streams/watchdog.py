@@ -1,0 +1,141 @@
+"""Dead-invoker watchdog: every assigned activation ends with exactly one final record.
+
+OpenWhisk drops an invoker's in-flight activations when it dies and writes no record (spec 0.1). Here a Faust
+table tracks assigned-but-not-completed activations per invoker, from the assignment and completion events.
+When an invoker has missed its pings for DEAD_AFTER_MS, or an activation outlives its time limit by
+DEADLINE_GRACE_MS, the watchdog emits an ActivationCompleted with a "whisk internal error" record (statusCode 3).
+Execution stays at most once: nothing is retried; a late real completion replaces the record (last wins).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from contracts import events
+from contracts.events import ActivationAssigned, ActivationCompleted
+
+log = logging.getLogger("streams.watchdog")
+Json = dict[str, Any]
+
+DEAD_AFTER_MS = 5000  # the balancer stops routing after 3 s; in-flight work is declared lost after 5 s
+DEADLINE_GRACE_MS = 120_000  # backstop for work lost without a dead invoker (e.g. an invoker restart)
+SWEEP_EVERY_S = 1.0
+
+DEAD_MESSAGE = ("The invoker running this activation (invoker{n}) stopped responding; "
+                "the action may or may not have run. It was not retried.")
+DEADLINE_MESSAGE = ("The activation did not complete within its time limit plus {grace} s; "
+                    "the invoker is presumed to have lost it. It was not retried.")
+
+
+def entry(ev: ActivationAssigned) -> Json:
+    """What the watchdog keeps per in-flight activation (enough to write its record)."""
+    req, action = ev.request, ev.request.action
+    limits = action.get("limits", {})
+    return {
+        "invoker": ev.invoker, "namespace": req.namespace, "subject": req.subject, "assigned": ev.at,
+        "requested": req.at, "cause": req.cause, "memory": int(limits.get("memory", 256)),
+        "timeout": int(limits.get("timeout", 60000)),
+        "action": {"namespace": action.get("namespace", req.namespace), "name": action.get("name", ""),
+                   "version": action.get("version", "0.0.1"), "limits": limits,
+                   "kind": action.get("exec", {}).get("kind", "")},
+    }
+
+
+def orphans(
+    inflight: Mapping[str, Json], invokers: Mapping[int, Json], now_ms: int, watching_since_ms: int
+) -> list[tuple[str, str]]:
+    """(activation id, reason) for every in-flight activation to close now.
+
+    An invoker counts as dead when neither a ping nor the watchdog's own start is recent: after a worker
+    restart the table holds old `seen` times, and the invokers get DEAD_AFTER_MS to ping again.
+
+    >>> fl = {"a": {"invoker": 0, "assigned": 0, "timeout": 1000}, "b": {"invoker": 1, "assigned": 0, "timeout": 1000}}
+    >>> orphans(fl, {0: {"seen": 9000}, 1: {"seen": 1000}}, 9500, 0)
+    [('b', 'dead')]
+    >>> orphans(fl, {0: {"seen": 200_000}, 1: {"seen": 200_000}}, 200_000, 0)
+    [('a', 'deadline'), ('b', 'deadline')]
+    """
+    out = []
+    for aid, e in inflight.items():
+        seen = max(int(invokers.get(int(e["invoker"]), {}).get("seen", 0)), watching_since_ms)
+        if now_ms - seen > DEAD_AFTER_MS:
+            out.append((aid, "dead"))
+        elif now_ms - int(e["assigned"]) > int(e["timeout"]) + DEADLINE_GRACE_MS:
+            out.append((aid, "deadline"))
+    return out
+
+
+def error_completion(activation_id: str, e: Json, reason: str, now_ms: int) -> ActivationCompleted:
+    """A final record in OpenWhisk's shape, status "whisk internal error"."""
+    a = e["action"]
+    msg = DEAD_MESSAGE.format(n=e["invoker"]) if reason == "dead" else DEADLINE_MESSAGE.format(
+        grace=DEADLINE_GRACE_MS // 1000)
+    start = int(e["assigned"])
+    rec: Json = {
+        "namespace": e["namespace"], "name": a["name"], "subject": e["subject"], "activationId": activation_id,
+        "start": start, "end": now_ms, "duration": now_ms - start,
+        "response": {"status": "whisk internal error", "statusCode": 3, "success": False, "result": {"error": msg}},
+        "logs": [], "version": a["version"], "publish": False,
+        "annotations": [
+            {"key": "path", "value": f"{a['namespace']}/{a['name']}"},
+            {"key": "waitTime", "value": max(0, start - int(e["requested"]))},
+            {"key": "kind", "value": a["kind"]},
+            {"key": "timeout", "value": False},
+            {"key": "limits", "value": a["limits"]},
+        ],
+    }
+    if e.get("cause"):
+        rec["cause"] = e["cause"]
+    return ActivationCompleted(activation_id=activation_id, namespace=e["namespace"], invoker=int(e["invoker"]),
+                               record=rec, memory_mb=int(e["memory"]))
+
+
+Emit = Callable[[Any, str, events.Event], Awaitable[None]]
+
+
+def register(app: Any, assignment_topics: Iterable[str], completions: Any, invokers: Any, emit: Emit) -> None:
+    """Agents and a timer on the worker `app`: track in-flight ids, close those of dead invokers."""
+    inflight = app.Table("inflight", default=None)
+    assigned = app.topic(*assignment_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw")
+    finished = app.topic(completions.get_topic_name(), key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw")
+    closing: set[str] = set()  # emitted, not yet seen back on completions (avoids a second close per sweep)
+    started: list[int] = []
+
+    @app.agent(assigned, concurrency=1)
+    async def watch_assigned(stream: Any) -> None:
+        async for raw in stream:
+            ev = _decode(raw)
+            if isinstance(ev, ActivationAssigned):
+                inflight[ev.request.activation_id] = entry(ev)
+
+    @app.agent(finished, concurrency=1)
+    async def watch_completed(stream: Any) -> None:
+        async for raw in stream:
+            ev = _decode(raw)
+            if isinstance(ev, ActivationCompleted):
+                closing.discard(ev.activation_id)
+                if ev.activation_id in inflight:  # rejections were never assigned
+                    inflight.pop(ev.activation_id, None)
+
+    @app.timer(interval=SWEEP_EVERY_S)
+    async def sweep() -> None:
+        now = events.now_ms()
+        if not started:
+            started.append(now)
+        seen = {int(k): v for k, v in invokers.items() if v}
+        current = {k: v for k, v in inflight.items() if v and k not in closing}
+        for aid, reason in orphans(current, seen, now, started[0]):
+            closing.add(aid)
+            log.warning("closing activation %s (invoker%s, %s)", aid, current[aid]["invoker"], reason)
+            await emit(completions, aid, error_completion(aid, current[aid], reason, now))
+
+
+def _decode(raw: bytes) -> events.Event | None:
+    try:
+        return events.decode(raw)
+    except events.DecodeError:
+        return None
