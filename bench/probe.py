@@ -116,6 +116,7 @@ class RssSampler:
                 "rss_max_mb": round(max(vals), 1) if vals else 0.0,
                 "rss_last_mb": round(vals[-1], 1) if vals else 0.0,
                 "cpu_pct": round(100 * (c1 - c0) / wall, 1) if c0 is not None and c1 is not None else 0.0,
+                "cpu_s": round(c1 - c0, 2) if c0 is not None and c1 is not None else 0.0,
             }
         return out
 

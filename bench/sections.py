@@ -30,6 +30,7 @@ from tests.stack import Client, Stack
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 ECHO = "def main(args):\n    return {'x': args.get('x')}\n"
 Result = tuple[dict[str, Any], list[Row]]
+OWN = ("api", "streams", "projections", "invoker0", "invoker1")  # our processes (the rest is shared infra)
 
 
 @dataclass
@@ -211,6 +212,8 @@ def warm_latency(ctx: Ctx) -> Result:
         res[f"c{conns}"] = wrk(ctx, "invoke.lua", url, conns, d)
         if prof is not None:
             ctx.profiles[f"warm-c{conns}"] = prof.wait()
+    # the same c=1 run straight to the API port: what the nginx hop costs
+    res["c1_no_nginx"] = wrk(ctx, "invoke.lua", url.replace(f":{ctx.s.nginx_port}/", f":{ctx.s.api_port}/"), 1, d)
     res["hops"] = hop_trace(ctx, name, 40 if ctx.quick else 150)
     res["direct"] = baselines.run_async(
         baselines.direct_container(100 if ctx.quick else 300, Path("/run/streamwhisk") / f"{ctx.s.prefix}b"))
@@ -225,8 +228,12 @@ def warm_latency(ctx: Ctx) -> Result:
                      f"{w['rps']:.0f} req/s, {ok}/{w['requests']} ok; target p50 < 10 ms"))
         rows.append(("1 warm", f"  ratio p50 / direct /run p50, c={conns}", f"{w['p50'] / direct:.1f}x",
                      f"/ kafka rtt p50: {w['p50'] / kafka:.1f}x; target < 5x direct"))
+    rows.append(("1 warm", "  c=1 straight to the API port (no nginx)", lat(res["c1_no_nginx"]),
+                 f"{res['c1_no_nginx']['rps']:.0f} req/s"))
     rows.append(("1 warm", "baseline: direct container /run (unix socket)", lat(res["direct"]["run"]),
                  f"+ log collection: {lat(res['direct']['run_plus_logs'])}"))
+    rows.append(("1 warm", "  prototype: /run + logs read from the json-file", lat(res["direct"]["run_plus_file_logs"]),
+                 "instead of docker API polling (invoker proposal)"))
     rows.append(("1 warm", "baseline: bare Kafka produce→consume", lat(res["kafka"]["produce_to_consume"]),
                  f"ack (acks=all): {lat(res['kafka']['produce_ack'])}"))
     for hop, s in res["hops"]["per_hop"].items():
@@ -306,11 +313,16 @@ def throughput(ctx: Ctx) -> Result:
         if prof is not None:
             ctx.profiles[f"tput-{mode}"] = prof.wait()
         in_window = max((r for t, _, r in series if t <= load_s), default=0)
+        # CPU per activation is far less sensitive than rates to other work on this shared machine
+        ours = sum(m["cpu_s"] for n, m in mem.items() if n in OWN)
+        infra = sum(m["cpu_s"] for n, m in mem.items() if n not in OWN)
         r = {
             "wrk": w, "load_s": load_s, "accepted": accepted, "completed_events": completed, "records": records,
             "records_in_load_window": in_window, "last_record_at_s": last_at,
             "sustained_per_s": records / last_at if last_at else 0.0,
             "lost": max(0, accepted - records), "memory": mem,
+            "cpu_ms_per_activation": 1000 * ours / records if records else 0.0,
+            "infra_cpu_ms_per_activation": 1000 * infra / records if records else 0.0,
             "series": [(round(t, 1), c, n) for t, c, n in series],
         }
         res[mode] = r
@@ -318,6 +330,9 @@ def throughput(ctx: Ctx) -> Result:
         rows.append(("2 throughput", f"{mode}, 16 clients, {d} s: records/s", f"{r['sustained_per_s']:.0f}/s",
                      f"{records} records of {accepted} accepted, lost {r['lost']}; HTTP {codes}; target > 500/s"))
         rows.append(("2 throughput", f"  {mode}: API answers/s, latency", f"{w['rps']:.0f}/s", lat(w)))
+        rows.append(("2 throughput", f"  {mode}: CPU per activation", f"{r['cpu_ms_per_activation']:.1f} ms",
+                     f"api+streams+invokers+projections; Kafka+CouchDB+nginx add "
+                     f"{r['infra_cpu_ms_per_activation']:.1f} ms"))
         rows.append(("2 throughput", f"  {mode}: last record after", fmt_ms(last_at * 1000),
                      f"load {load_s:.0f} s; records inside the load window {in_window}"))
     for pname, m in res["nonblocking"]["memory"].items():

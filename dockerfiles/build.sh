@@ -25,7 +25,12 @@ for img in $IMAGES; do
   case $img in
     streamwhisk)
       # No pip in the base and no index inside the build: bring the project and its dependencies as wheels.
-      "$PY" -m pip wheel --quiet --wheel-dir "$ctx/wheels" . pip
+      # Built from a copy of the packages, so setuptools leaves no build/ or egg-info behind in the work tree.
+      src=$(mktemp -d); cp pyproject.toml README.md "$src/"
+      for d in */; do [ -f "$d/__init__.py" ] && cp -r "${d%/}" "$src/"; done
+      find "$src" -name __pycache__ -prune -exec rm -rf {} +
+      "$PY" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$src" pip
+      rm -rf "$src"
       name=streamwhisk/streamwhisk ;;
     runtimes) mkdir -p "$ctx/runtimes/python"; cp runtimes/python/proxy.py "$ctx/runtimes/python/"
       name=streamwhisk/action-python ;;

@@ -52,8 +52,6 @@ def create_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
         producer_acks=-1,
         producer_max_request_size=bus.MAX_MESSAGE,
-        producer_max_batch_size=bus.BATCH,
-        broker_max_poll_records=500,  # bound each handoff from Faust's consumer thread
         consumer_max_fetch_size=bus.MAX_MESSAGE,
         consumer_auto_offset_reset="earliest",
         consumer_metadata_max_age_ms=30000,

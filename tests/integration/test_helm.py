@@ -9,6 +9,7 @@ nothing is fetched at test time but packages.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import json
@@ -268,7 +269,7 @@ def test_probes_resources_and_pdbs(rendered: dict[str, list[Doc]], values: str) 
 
 def test_production_values(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["production"]
-    for part in ("api", "streams", "projections", "connect"):
+    for part in ("api", "projections", "connect"):
         assert one(docs, "Deployment", part)["spec"]["replicas"] > 1, part
     kafka = one(docs, "StatefulSet", "kafka")
     assert kafka["spec"]["replicas"] == 3
@@ -422,8 +423,9 @@ def test_dockerfiles_build_from_the_local_base(dockerfile: Path) -> None:
     assert all(ln.split()[0] in keywords for ln in lines if not ln.startswith((" ", "\t")))
 
 
-def test_component_images_build_and_run(tmp_path: Path) -> None:
-    """dockerfiles/build.sh builds the component, runtime and nginx images FROM the local base; they run."""
+@pytest.fixture(scope="module")
+def images() -> str:
+    """dockerfiles/build.sh builds the component, runtime and nginx images FROM the local base (tag `test`)."""
     if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
         pytest.fail("docker is not running")
     t0 = time.monotonic()
@@ -431,10 +433,104 @@ def test_component_images_build_and_run(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     print(f"images built in {time.monotonic() - t0:.1f} s")
-    check = "import api.app, streams.app, projections.runner, invoker.runner, cli.admin, faust; print('ok')"
-    out = subprocess.run(["docker", "run", "--rm", "--network", "none", "streamwhisk/streamwhisk:test",
+    return "test"
+
+
+def test_component_images_build_and_run(images: str) -> None:
+    check = "import api.app, streams.app, projections.runner, invoker.runner, feeds.service, cli.admin; print('ok')"
+    out = subprocess.run(["docker", "run", "--rm", "--network", "none", f"streamwhisk/streamwhisk:{images}",
                           "python3", "-c", check], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
-    out = subprocess.run(["docker", "run", "--rm", "--network", "none", "streamwhisk/nginx:test", "nginx", "-v"],
+    out = subprocess.run(["docker", "run", "--rm", "--network", "none", f"streamwhisk/nginx:{images}", "nginx", "-v"],
                          capture_output=True, text=True, timeout=60)
     assert "nginx/" in out.stderr
+
+
+def test_chart_images_and_scripts_run_the_platform(infra: Any, images: str, rendered: dict[str, list[Doc]]) -> None:
+    """The pods' containers, with the chart's commands and scripts, on this host's network (a pod's loopback is
+    shared the same way) against the shared Kafka and CouchDB: init steps, then an action created and invoked
+    through the chart's nginx."""
+    import uuid
+
+    data = one(rendered["default"], "ConfigMap", "scripts")["data"]
+    files = Path(tempfile.mkdtemp(prefix="sw-helm-files-"))
+    files.chmod(0o755)
+    for name in ("k8s_init.py", "nginx-start.sh", "nginx.conf.tmpl"):
+        (files / name).write_text(data[name] + "\n")
+        (files / name).chmod(0o644)
+    prefix = f"helm{uuid.uuid4().hex[:6]}"
+    api_port, nginx_port = free_port(), free_port()
+    env = {"WSK_KAFKA": infra.kafka, "WSK_COUCHDB": infra.couchdb, "WSK_PREFIX": prefix, "WSK_API_PORT": str(api_port),
+           "WSK_HOME": "/var/lib/streamwhisk", "WSK_PARTITIONS": "2", "INIT_TIMEOUT": "60",
+           "GUEST_KEY": GUEST_KEY, "SYSTEM_KEY": GUEST_KEY.replace("23bc", "789c")}
+    env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+    image = f"streamwhisk/streamwhisk:{images}"
+    mount = ["-v", f"{files}:/etc/streamwhisk:ro"]
+    unprivileged = ["-u", "65534:65534", "--read-only", "--tmpfs", "/var/lib/streamwhisk:uid=65534"]
+    names: list[str] = []
+
+    def start(part: str, *args: str) -> None:
+        names.append(f"{prefix}-{part}")
+        subprocess.run(["docker", "run", "-d", "--name", names[-1], "--network", "host", *args],
+                       check=True, capture_output=True, timeout=60)
+
+    try:
+        for step in ("topics", "databases", "subjects"):  # the init jobs
+            res = subprocess.run(["docker", "run", "--rm", "--network", "host", *env_args, *mount, *unprivileged,
+                                  image, "python3", "/etc/streamwhisk/k8s_init.py", step],
+                                 capture_output=True, text=True, timeout=120)
+            assert res.returncode == 0, f"{step}: {res.stdout}{res.stderr}"[-2000:]
+        for part in ("api", "streams", "projections", "feeds"):
+            start(part, *env_args, *unprivileged, image, "python3", "-m", part)
+        start("invoker", *env_args, *mount, "-u", "0:0", "-v", "/var/run/docker.sock:/var/run/docker.sock",
+              "-v", f"{infra.socket_root}:{infra.socket_root}", "-e", f"WSK_SOCKET_ROOT={infra.socket_root}",
+              "-e", "NODE_NAME=node-a", "-e", 'INVOKER_NODE_IDS={"node-a": 0}', "--tmpfs", "/var/lib/streamwhisk",
+              image, "sh", "-c", "exec python3 -m invoker --id $(python3 /etc/streamwhisk/k8s_init.py invoker-id)")
+        start("nginx", "-e", f"LISTEN=127.0.0.1:{nginx_port}", "-e", f"UPSTREAM=127.0.0.1:{api_port}", *mount,
+              "-u", "65534:65534", "--read-only", "--tmpfs", "/var/lib/streamwhisk-nginx:uid=65534",
+              f"streamwhisk/nginx:{images}", "sh", "/etc/streamwhisk/nginx-start.sh")
+        url = f"http://127.0.0.1:{nginx_port}/api/v1"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{nginx_port}/ping", timeout=3).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the API did not answer through nginx in 90 s"
+            time.sleep(0.5)
+        auth = tuple(GUEST_KEY.split(":"))
+        r = requests.get(f"{url}/namespaces", auth=auth, timeout=30)
+        assert r.status_code == 200 and r.json() == ["guest"], r.text
+        code = "def main(args):\n    return {'greeting': 'hello ' + args.get('name', '?')}\n"
+        r = requests.put(f"{url}/namespaces/_/actions/hello?overwrite=true", auth=auth, timeout=60,
+                         json={"exec": {"kind": "python:3", "code": code}})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 60  # the invoker's first ping may still be on its way
+        while True:
+            r = requests.post(f"{url}/namespaces/_/actions/hello?blocking=true&result=true", auth=auth, timeout=90,
+                              json={"name": "kubernetes"})
+            if r.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert r.status_code == 200 and r.json() == {"greeting": "hello kubernetes"}, r.text + "".join(
+            f"\n--- {n}\n" + subprocess.run(["docker", "logs", "--tail", "15", n], capture_output=True, text=True,
+                                             timeout=30).stderr for n in names if "invoker" in n or "streams" in n)
+        for name in names:  # nothing crashed on the way
+            state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name],
+                                   capture_output=True, text=True, timeout=30).stdout.strip()
+            assert state == "true", f"{name} stopped: " + subprocess.run(
+                ["docker", "logs", "--tail", "30", name], capture_output=True, text=True, timeout=30).stderr
+    finally:
+        if names:
+            subprocess.run(["docker", "rm", "-f", *names], capture_output=True, timeout=120)
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"name=^/wsk{prefix}"],
+                             capture_output=True, text=True, timeout=30).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=120)
+        for d in Path(infra.socket_root).glob(f"{prefix}*"):
+            shutil.rmtree(d, ignore_errors=True)
+        for db in ("subjects", "whisks", "activations"):
+            with contextlib.suppress(requests.RequestException):
+                requests.delete(f"{infra.couchdb}/{prefix}_{db}", timeout=10)
+        shutil.rmtree(files, ignore_errors=True)

@@ -26,10 +26,11 @@ def _k8s_init() -> ModuleType:
 
 
 def test_chart_nginx_template_is_the_local_one() -> None:
-    # helm can only read files inside the chart: files/nginx.conf.tmpl is a copy that must not drift.
+    # helm reads only files inside the chart: files/nginx.conf.tmpl is a symlink to the local template (helm
+    # follows it and packages the content); this guards against it being replaced by a copy that drifts.
     local = (REPO / "deploy" / "nginx" / "nginx.conf.tmpl").read_bytes()
     assert (FILES / "nginx.conf.tmpl").read_bytes() == local, (
-        "cp deploy/nginx/nginx.conf.tmpl helm/streamwhisk/files/nginx.conf.tmpl")
+        "ln -sf ../../../deploy/nginx/nginx.conf.tmpl helm/streamwhisk/files/nginx.conf.tmpl")
 
 
 def test_chart_start_script_renders_like_cli_services(tmp_path: Path) -> None:

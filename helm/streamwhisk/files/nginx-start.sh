@@ -1,5 +1,5 @@
 #!/bin/sh
-# nginx in the API pod: render the shared template (deploy/nginx/nginx.conf.tmpl, copied to the chart's files/)
+# nginx in the API pod: render the shared template (deploy/nginx/nginx.conf.tmpl; files/nginx.conf.tmpl links to it)
 # exactly as cli/services.py render_nginx does, into a writable emptyDir prefix, and run it in the foreground.
 # Env: LISTEN (host:port), UPSTREAM (the API, host:port); NGINX_PREFIX / NGINX_TEMPLATE for tests.
 set -eu
