@@ -130,7 +130,10 @@ async def run(settings: Settings, name: str = "projector", stop: asyncio.Event |
     try:
         while stop is None or not stop.is_set():
             if time.monotonic() - checked > catalog.FOLLOW_INTERVAL_S and consumer.assignment():
-                ptr = await _follow_pointer(consumer, couch, settings, ptr)
+                try:
+                    ptr = await _follow_pointer(consumer, couch, settings, ptr)
+                except (requests.ConnectionError, requests.Timeout) as e:  # CouchDB down: check again later
+                    log.warning("couchdb unreachable, catalog not checked: %r", e)
                 checked = time.monotonic()
             records = await consumer.getmany(timeout_ms=200, max_records=500)
             if not records:

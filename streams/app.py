@@ -52,6 +52,8 @@ def create_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
         producer_acks=-1,
         producer_max_request_size=bus.MAX_MESSAGE,
+        producer_max_batch_size=bus.BATCH,
+        broker_max_poll_records=500,  # bound each handoff from Faust's consumer thread
         consumer_max_fetch_size=bus.MAX_MESSAGE,
         consumer_auto_offset_reset="earliest",
         consumer_metadata_max_age_ms=30000,
@@ -71,6 +73,7 @@ def create_app(settings: Settings) -> faust.App:
     throttles = app.Table("throttles", default=None)
     invokers = app.Table("invokers", default=None)
     slots = app.Table("slots", default=int)
+    assigned = watchdog.Assigned(app)  # ids already assigned: at most once across a worker restart
 
     async def emit(tp: Any, key: str, ev: events.Event) -> None:
         await tp.send(key=key.encode(), value=events.encode(ev))
@@ -150,6 +153,8 @@ def create_app(settings: Settings) -> faust.App:
             if not isinstance(ev, ActivationAuthorized):
                 continue
             req = ev.request
+            if assigned.seen(req.activation_id):  # re-read after a worker crash (streams/watchdog.py)
+                continue
             inv = {int(k): v for k, v in invokers.items() if v}
             used = {int(k): int(v) for k, v in slots.items()}
             mem = int(req.action.get("limits", {}).get("memory", 256))
@@ -162,6 +167,7 @@ def create_app(settings: Settings) -> faust.App:
                 ))
                 continue
             slots[str(target)] = used.get(target, 0) + mem
+            assigned.mark(req.activation_id, events.now_ms())
             await emit(assign_topics[target], req.activation_id, ActivationAssigned(invoker=target, request=req))
 
     @app.agent(completions, concurrency=1)

@@ -92,6 +92,40 @@ def error_completion(activation_id: str, e: Json, reason: str, now_ms: int) -> A
                                record=rec, memory_mb=int(e["memory"]))
 
 
+ASSIGNED_KEEP_MS = 15 * 60_000  # far longer than a worker restart plus its uncommitted window (~3 s)
+PRUNE_EVERY = 1000
+
+
+def expired(assigned: Iterable[tuple[str, Any]], now_ms: int) -> list[str]:
+    """Ids assigned more than ASSIGNED_KEEP_MS ago (no re-read can reach them any more).
+
+    >>> expired([("a", 0), ("b", ASSIGNED_KEEP_MS)], ASSIGNED_KEEP_MS + 1)
+    ['a']
+    """
+    return [k for k, at in assigned if at is not None and now_ms - int(at) > ASSIGNED_KEEP_MS]
+
+
+class Assigned:
+    """Activation ids the balancer assigned, in a changelogged table written by the `balance` agent itself: an
+    authorized event re-read after a worker crash (Faust is at-least-once) is not assigned a second time, possibly
+    to another invoker, which would run it twice. Only narrows the window: the table's changelog write and the
+    assignment are separate sends, and a crash can land between them."""
+
+    def __init__(self, app: Any) -> None:
+        self.table = app.Table("assigned", default=None)
+        self.marked = 0
+
+    def seen(self, activation_id: str) -> bool:
+        return self.table.get(activation_id) is not None
+
+    def mark(self, activation_id: str, now_ms: int) -> None:
+        self.table[activation_id] = now_ms
+        self.marked += 1
+        if self.marked % PRUNE_EVERY == 0:  # inside the agent, so the deletes reach the changelog
+            for k in expired(list(self.table.items()), now_ms):
+                self.table.pop(k, None)
+
+
 Emit = Callable[[Any, str, events.Event], Awaitable[None]]
 
 

@@ -73,5 +73,19 @@ def test_kafka_restart(kstack: Stack, private_infra: Settings) -> None:
         "down_s": DOWN_S, "answers_while_down": len(answers),
         "non_503_5xx": sum(1 for a in answers if a[1] >= 500 and a[1] != 503),
         "max_503_s": round(slowest_503, 2), "kafka_start_s": round(kafka_up, 1),
-        "recovery_after_restart_s": round(recovered, 1), "lost_before_crash": len(set(before) - set(found)),
+        "recovery_after_restart_s": round(recovered, 1),
+        "recovery_after_broker_ready_s": round(recovered - kafka_up, 1),
+        "lost_before_crash": len(set(before) - set(found)),
     })
+
+
+def test_api_down_through_nginx(kstack: Stack) -> None:
+    """With the API process gone, nginx answers 503 in the {error, code} form (not an HTML 502)."""
+    faults.kill9(kstack.settings, "api")
+    try:
+        r = kstack.client().get("actions")
+        assert r.status_code == 503, r.text[:200]
+        assert set(r.json()) == {"error", "code"} and r.json()["code"]
+    finally:
+        faults.restart(kstack, "api")
+    assert kstack.client().get("actions").status_code == 200

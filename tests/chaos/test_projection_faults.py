@@ -79,8 +79,8 @@ def test_kill_projector(pstack: Stack) -> None:
     assert not rewritten, rewritten  # no event applied twice
     assert len(docs) == len(names) + len(want_acts)
     faults.report("projector_kill", {"entities_put": len(names), "activations": len(aids), "lost": 0,
-                                     "docs_written_twice": len(rewritten), "catch_up_after_restart_s":
-                                     round(catch_up, 1)})
+                                     "docs_written_twice": len(rewritten), "projector_down_s": 4,
+                                     "caught_up_after_restart_s": round(catch_up, 1), "traffic_after_restart_s": 4})
 
 
 def test_pouchdb_outage(pstack: Stack, private_infra: Settings) -> None:

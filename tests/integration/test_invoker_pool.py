@@ -93,10 +93,20 @@ def test_pause_after_idle_and_unpause(c: Client, dock: docker.DockerClient) -> N
     assert st is not None and st["State"]["Running"] and not st["State"]["Paused"]
 
 
-def test_cold_start_uses_a_prewarmed_stem_cell(c: Client, dock: docker.DockerClient) -> None:
+def _newest_container_age(dock: docker.DockerClient, prefix: str) -> float:
+    created = [
+        datetime.fromisoformat(x["Created"][:26].rstrip("Z") + "+00:00").timestamp()
+        if isinstance(x["Created"], str) else float(x["Created"])
+        for x in dock.api.containers(all=True, filters={"label": "streamwhisk.managed", "name": prefix})
+    ]
+    return time.time() - max(created, default=0.0)
+
+
+def test_cold_start_uses_a_prewarmed_stem_cell(c: Client, dock: docker.DockerClient, stack: Stack) -> None:
     name = f"stem{uuid.uuid4().hex[:6]}"
     put(c, name)
-    time.sleep(2)  # let both invokers restock their stem cells after earlier tests
+    # Let both invokers restock their stem cells after earlier tests: wait until no container is being created.
+    assert wait_for(lambda: _newest_container_age(dock, stack.settings.container_prefix) > 2.0, 30)
     before = time.time()
     host, ann = invoke(c, name)
     assert "initTime" in ann and ann["initTime"] < 1000
