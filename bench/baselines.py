@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 import uuid
@@ -59,7 +60,13 @@ async def direct_container(runs: int, socket_root: Path) -> dict[str, Any]:
     finally:
         await d.remove_all("swbench_")
         await d.close()
+        await asyncio.to_thread(_rmdir_quiet, socket_root)
     return out
+
+
+def _rmdir_quiet(path: Path) -> None:
+    with contextlib.suppress(OSError):  # only when empty: the driver removed every container's dir
+        path.rmdir()
 
 
 def _file_sentinels(cid: str, wait_s: float) -> None:
@@ -136,6 +143,7 @@ async def driver_start(n: int, socket_root: Path) -> dict[str, Any]:
     finally:
         await d.remove_all("swbench_")
         await d.close()
+        await asyncio.to_thread(_rmdir_quiet, socket_root)
     return {"start_to_ready": summary(starts), "remove": summary(removes)}
 
 

@@ -57,7 +57,7 @@ def producer(bootstrap: str) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=0,
-        max_batch_size=BATCH,  # idempotence allows one request in flight: let a busy API send more per request
+        max_batch_size=BATCH,  # one batch per partition is in flight at a time: let a busy API send more per batch
         max_request_size=MAX_MESSAGE,
         metadata_max_age_ms=30000,
         connections_max_idle_ms=None,  # type: ignore[arg-type]  # avoids the reconnect after idle
