@@ -173,6 +173,7 @@ async def _resources(app: web.Application) -> Any:
     await app[VIEWS].start()
     follow = asyncio.create_task(catalog.follow(settings, app[VIEWS].dbs))  # a replay may switch databases
     app[TAIL] = Tail(settings.kafka, t)
+    app[TAIL].doc_cache = app[VIEWS].cache
     await app[TAIL].start()
     log.info("api ready")
     yield

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from api.views import DocCache
 from contracts import bus, events, keys
 from contracts.events import (
     ActivationAuthorized,
@@ -54,6 +55,7 @@ class Tail:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self.doc_cache: DocCache | None = None  # fed with every decided doc
 
     async def start(self) -> None:
         c = bus.consumer(self.bootstrap, group=None)
@@ -114,6 +116,9 @@ class Tail:
         elif isinstance(ev, SubjectDeleted):
             self.identities = {u: i for u, i in self.identities.items() if i.subject != ev.subject}
         elif isinstance(ev, EntityChanged):
+            if self.doc_cache is not None:
+                for doc_id, doc in ev.writes:
+                    self.doc_cache.decided(doc_id, doc)
             _resolve(self.decisions, ev.request_id, (ev, partition, offset))
         elif isinstance(ev, ActivationAuthorized):
             _resolve(self.admissions, ev.request.activation_id, True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +13,46 @@ from yarl import URL
 from projections.views import public
 
 Doc = dict[str, Any]
+WHISKS = "whisks"
+_MISSING = object()
+
+
+class DocCache:
+    """Whisk docs as the entity log last decided them (None: deleted), fed by the API's tail of that log.
+
+    Saves a CouchDB read per invoke. A miss reads CouchDB; the result is kept only if no decision for that doc
+    arrived meanwhile (the generation check), so a slower projection can never overwrite a newer decision.
+    Docs are kept as JSON bytes so every reader gets its own copy.
+    """
+
+    def __init__(self, size: int = 5000) -> None:
+        self.size = size
+        self._docs: OrderedDict[str, bytes | None] = OrderedDict()
+        self._gen: dict[str, int] = {}
+
+    def lookup(self, doc_id: str) -> Any:
+        raw = self._docs.get(doc_id, _MISSING)
+        if raw is _MISSING:
+            return _MISSING
+        self._docs.move_to_end(doc_id)
+        return None if raw is None else orjson.loads(raw)  # type: ignore[arg-type]
+
+    def generation(self, doc_id: str) -> int:
+        return self._gen.get(doc_id, 0)
+
+    def decided(self, doc_id: str, doc: Doc | None) -> None:
+        self._gen[doc_id] = self._gen.get(doc_id, 0) + 1
+        self._store(doc_id, doc)
+
+    def fill(self, doc_id: str, doc: Doc | None, generation: int) -> None:
+        if self._gen.get(doc_id, 0) == generation:
+            self._store(doc_id, doc)
+
+    def _store(self, doc_id: str, doc: Doc | None) -> None:
+        self._docs[doc_id] = None if doc is None else orjson.dumps(doc)
+        self._docs.move_to_end(doc_id)
+        while len(self._docs) > self.size:
+            self._docs.popitem(last=False)
 
 
 class Views:
@@ -19,6 +60,7 @@ class Views:
         self.url = url.rstrip("/")
         self.dbs = dbs
         self.session: aiohttp.ClientSession | None = None
+        self.cache = DocCache()
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -36,6 +78,17 @@ class Views:
         return u.with_query(query) if query else u
 
     async def get(self, db: str, doc_id: str) -> Doc | None:
+        if db != WHISKS:
+            return await self._fetch(db, doc_id)
+        hit = self.cache.lookup(doc_id)
+        if hit is not _MISSING:
+            return hit  # type: ignore[no-any-return]
+        gen = self.cache.generation(doc_id)
+        doc = await self._fetch(db, doc_id)
+        self.cache.fill(doc_id, doc, gen)
+        return doc
+
+    async def _fetch(self, db: str, doc_id: str) -> Doc | None:
         assert self.session
         async with self.session.get(self._url(db, quote(doc_id, safe=""))) as r:
             if r.status == 404:
