@@ -118,7 +118,15 @@ class Invoker:
 
     async def _prewarm(self) -> None:
         for kind, mem in PREWARM:
-            if self.pool.stem_cell(kind, mem) is None and self.pool.free_mb() >= mem:
+            if self.pool.stem_cell(kind, mem) is not None:
+                continue
+            # A stem cell is worth more than the least recently used idle warm container (OpenWhisk reserves
+            # prewarm memory apart from the pool); without this a pool filled by load never prewarms again.
+            evict = self.pool.evictable(mem)
+            for s in evict or []:
+                s.busy = True
+                await self._destroy(s)
+            if self.pool.free_mb() >= mem:
                 slot = Slot(name="", memory_mb=mem, kind=kind, busy=True)
                 placeholder = f"prewarm-{uuid.uuid4().hex}"
                 self.pool.slots[placeholder] = slot
