@@ -163,6 +163,7 @@ async def _resources(app: web.Application) -> Any:
     settings, t = app[SETTINGS], app[TOPICS]
     await bus.ensure_topics(settings.kafka, [
         t.commands, t.entities, t.subjects, t.invocations, t.authorized, t.completions, t.progress, t.access,
+        t.compositions,
     ])
     app[PRODUCER] = bus.producer(settings.kafka)
     await app[PRODUCER].start()
@@ -175,8 +176,12 @@ async def _resources(app: web.Application) -> Any:
     app[TAIL] = Tail(settings.kafka, t)
     app[TAIL].doc_cache = app[VIEWS].cache
     await app[TAIL].start()
+    from api.compositions import run_rule_compositions
+
+    rule_compositions = asyncio.create_task(run_rule_compositions(app))
     log.info("api ready")
     yield
+    rule_compositions.cancel()
     pending: set[asyncio.Future[Any]] = app[PENDING]
     if pending:
         await asyncio.wait(pending, timeout=5)

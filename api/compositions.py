@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from api.app import PRODUCER, TOPICS, identity
 from api.errors import json_response
-from contracts import bus, entities
+from contracts import bus, entities, events
 from contracts.errors import WhiskError
 from contracts.events import ActivationCompleted, ActivationRequested, new_id, now_ms
 
@@ -260,3 +260,48 @@ def _done(task: asyncio.Task[Any]) -> None:
     _TASKS.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.error("composition failed", exc_info=task.exception())
+
+
+class _InternalCall(dict[str, Any]):
+    """Stands in for a web.Request when a rule fires a composition: Composition reads only these."""
+
+    def __init__(self, app: web.Application, ident: Any, tid: str) -> None:
+        super().__init__(identity=ident, tid=tid)
+        self.app = app
+
+
+async def run_rule_compositions(app: web.Application) -> None:
+    """Run the sequences/conductors that rules fire. One API process of the group takes each, at most once."""
+    from api.app import SETTINGS, TAIL
+
+    settings, topics, tail = app[SETTINGS], app[TOPICS], app[TAIL]
+    consumer = bus.consumer(settings.kafka, topics.compositions, group=f"{settings.prefix}-api-compositions")
+    await consumer.start()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                for m in msgs:
+                    try:
+                        req = events.decode(m.value)
+                    except events.DecodeError as e:
+                        log.warning("skipping undecodable composition request: %s", e)
+                        continue
+                    if isinstance(req, ActivationRequested):
+                        _start_for_rule(app, tail, req)
+            if batch:
+                await consumer.commit()  # at most once, as for invokes: committed when started
+    finally:
+        await consumer.stop()
+
+
+def _start_for_rule(app: web.Application, tail: Any, req: ActivationRequested) -> None:
+    ident = next((i for i in tail.identities.values()
+                  if i.subject == req.subject and i.namespace == req.namespace), None)
+    if ident is None:
+        log.warning("composition %s: subject %s is gone", req.activation_id, req.subject)
+        return
+    call = cast(web.Request, _InternalCall(app, ident, req.transaction_id or req.activation_id))
+    task = asyncio.create_task(Composition(call).run(req.action, req.params, None, req.activation_id))
+    _TASKS.add(task)
+    task.add_done_callback(_done)

@@ -53,6 +53,10 @@ class Topics:
         return self._t("deadletter")
 
     @property
+    def compositions(self) -> str:  # sequences/conductors fired by rules, run by one API process (group)
+        return self._t("compositions")
+
+    @property
     def fires(self) -> str:  # TriggerFired, keyed by namespace (rules agent)
         return self._t("fires")
 

@@ -13,6 +13,6 @@ t = Topics(settings.prefix)
 asyncio.run(bus.ensure_topics(
     settings.kafka,
     [t.commands, t.entities, t.subjects, t.invocations, t.authorized, t.completions, t.health, t.progress,
-     t.access, t.deadletter, t.fires, *(t.invoker(i) for i in range(MAX_INVOKERS))],
+     t.access, t.deadletter, t.fires, t.compositions, *(t.invoker(i) for i in range(MAX_INVOKERS))],
 ))
 faust.Worker(create_app(settings), loglevel="info").execute_from_commandline()

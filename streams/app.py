@@ -185,7 +185,8 @@ def create_app(settings: Settings) -> faust.App:
                 slots[key] = max(0, int(slots.get(key, 0)) - ev.memory_mb)
 
     rules.register(app, {"entities": entities, "subjects": subjects, "throttles": throttles},
-                   {"fires": topic(t.fires), "authorized": authorized, "completions": completions})
+                   {"fires": topic(t.fires), "authorized": authorized, "completions": completions,
+                    "compositions": topic(t.compositions)})
     watchdog.register(app, [t.invoker(i) for i in range(MAX_INVOKERS)], completions, invokers, emit)
     return app
 

@@ -5,7 +5,7 @@ active rule (as the trigger owner, with the action throttles, exactly as `author
 authorized topic, and answers on completions with the trigger's activation record (its logs hold one JSON line per
 rule), or a rejection: 204 no active rule, 404 no such trigger, 429 throttled. The trigger doc comes from the
 `entities` table that `decide_entities` keeps in this same worker, so a rule disabled a moment ago is already seen.
-Sequences and conductors run in the API; a rule on one goes through the API's compositions topic (not done yet).
+Sequences and conductors run in the API: a rule on one goes on the compositions topic, which one API process runs.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class FireOutcome:
     fire_state: Doc | None = None  # new fires-throttle state (None: unchanged)
     throttle_state: Doc | None = None  # new action-throttle state (None: unchanged)
     admitted: list[ActivationRequested] = field(default_factory=list)
+    compositions: list[ActivationRequested] = field(default_factory=list)  # for the API to run
 
 
 def _typed(lookup: Lookup, doc_id: str, etype: str) -> Doc | None:
@@ -104,7 +105,10 @@ def decide_fire(
     if not active:
         return reject(204, "no active rules", fire_state=fire_state)
     trig_params = {p["key"]: p["value"] for p in trigger.get("parameters", [])}
-    lines, admitted, st = [], [], throttle_state
+    lines: list[str] = []
+    admitted: list[ActivationRequested] = []
+    compositions: list[ActivationRequested] = []
+    st = throttle_state
     for rule_key, link in active:
         ref = link["action"]
         action_name = f"{ref['path']}/{ref['name']}"
@@ -112,11 +116,9 @@ def decide_fire(
         if action is None:
             lines.append(_log_line(rule_key, action_name, None, err, 1))
             continue
-        if action.get("exec", {}).get("kind") == "sequence" or _truthy(_annotation(action, "conductor")):
-            lines.append(_log_line(rule_key, action_name, None, "Sequences and conductors are not supported as "
-                                   "rule actions yet.", 3))
-            continue
-        st, refusal = throttle.admit(st, limits, now_ms)
+        composition = action.get("exec", {}).get("kind") == "sequence" or _truthy(_annotation(action, "conductor"))
+        # A composition's components are throttled one by one when the API runs them (as for a direct invoke).
+        st, refusal = (st, None) if composition else throttle.admit(st, limits, now_ms)
         if refusal:
             lines.append(_log_line(rule_key, action_name, None, refusal, 1))
             continue
@@ -126,10 +128,11 @@ def decide_fire(
         if ev.headers:
             params["__ow_headers"] = ev.headers
         aid = new_id()
-        admitted.append(ActivationRequested(
+        req = ActivationRequested(
             activation_id=aid, namespace=ev.namespace, subject=ev.subject, action=action, params=params,
             transaction_id=ev.transaction_id, at=now_ms,
-        ))
+        )
+        (compositions if composition else admitted).append(req)
         lines.append(_log_line(rule_key, action_name, aid, None, 0))
     name = ev.trigger.rsplit("/", 1)[1]
     record: Doc = {
@@ -138,7 +141,7 @@ def decide_fire(
         "logs": lines, "version": trigger.get("version", "0.0.1"), "publish": False, "annotations": [],
     }
     done = ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace, record=record)
-    return FireOutcome(done, fire_state, st, admitted)
+    return FireOutcome(done, fire_state, st, admitted, compositions)
 
 
 def _annotation(doc: Doc, key: str) -> Any:
@@ -177,4 +180,6 @@ def register(app: Any, tables: dict[str, Any], topics: dict[str, Any]) -> None:
             for req in out.admitted:
                 await authorized.send(key=req.activation_id.encode(),
                                       value=events.encode(ActivationAuthorized(request=req)))
+            for req in out.compositions:
+                await topics["compositions"].send(key=req.activation_id.encode(), value=events.encode(req))
             await completions.send(key=ev.activation_id.encode(), value=events.encode(out.completion))

@@ -102,3 +102,25 @@ def test_fires_per_minute_throttle(stack: Stack) -> None:
     assert codes == [204, 204, 429]
     r = c.post("triggers/tt", {})
     assert r.json()["error"] == "Too many requests in the last minute (count: 3, allowed: 2)."
+
+
+def test_rule_on_a_sequence_runs_the_whole_sequence(stack: Stack) -> None:
+    """A rule's action may be a sequence: the rules agent hands it to an API process, which runs it."""
+    c = stack.client()
+    inc = "def main(a):\n    return {'n': a.get('n', 0) + 1}\n"
+    for name in ("inc1", "inc2"):
+        assert c.put(f"actions/{name}", {"exec": {"kind": "python:3", "code": inc}}, overwrite=True).status_code == 200
+    seq = {"exec": {"kind": "sequence", "components": ["/_/inc1", "/_/inc2"]}}
+    assert c.put("actions/incs", seq, overwrite=True).status_code == 200
+    assert c.put("triggers/tseq", {}, overwrite=True).status_code == 200
+    r = c.put("rules/rseq", {"trigger": "/_/tseq", "action": "/_/incs"}, overwrite=True)
+    assert r.status_code == 200, r.text
+    r = c.post("triggers/tseq", {"n": 40})
+    assert r.status_code == 202, r.text
+    line = json.loads(wait_activation(c, r.json()["activationId"])["logs"][0])
+    assert line["statusCode"] == 0 and line["action"] == "guest/incs", line
+    rec = wait_activation(c, line["activationId"])
+    assert rec["response"]["result"] == {"n": 42} and rec["response"]["success"]
+    assert len(rec["logs"]) == 2  # the two component activation ids
+    ann = {a["key"]: a["value"] for a in rec["annotations"]}
+    assert ann["kind"] == "sequence" and ann["topmost"] is True
