@@ -124,13 +124,20 @@ def _audit(request: web.Request, ident: Identity | None, status: int, ms: float)
     fut.add_done_callback(app[PENDING].discard)
 
 
-async def read_json_object(request: web.Request, limit: int | None = None) -> dict[str, Any]:
+async def read_json_object(request: web.Request, limit: int | None = None, strict: bool = False) -> dict[str, Any]:
+    """A JSON object body (empty = {}), else 413/415/400 as OpenWhisk answers.
+
+    Entity writes are `strict` (application/json only, as OpenWhisk's entity unmarshallers); invoke and fire
+    payloads also accept the content types that clients send with JSON bodies.
+    """
     raw = await request.read()
     if limit is not None and len(raw) > limit:
         raise WhiskError(413, f"Request larger than allowed: {len(raw)} > {limit} bytes.")
     if not raw.strip():
         return {}
     ctype = request.content_type
+    if strict and ctype != "application/json":
+        raise WhiskError(415, "The request's Content-Type is not supported. Expected:\napplication/json")
     if ctype and ctype not in ("application/json", "application/octet-stream", "text/plain"):
         raise WhiskError(415, f"The request's Content-Type is not supported. Expected application/json, got {ctype}.")
     try:

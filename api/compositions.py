@@ -16,7 +16,7 @@ from aiohttp import web
 
 from api.app import PRODUCER, TOPICS, identity
 from api.errors import json_response
-from contracts import bus, entities, events
+from contracts import bus, entities
 from contracts.errors import WhiskError
 from contracts.events import ActivationCompleted, ActivationRequested, new_id, now_ms
 
@@ -280,15 +280,9 @@ async def run_rule_compositions(app: web.Application) -> None:
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                for m in msgs:
-                    try:
-                        req = events.decode(m.value)
-                    except events.DecodeError as e:
-                        log.warning("skipping undecodable composition request: %s", e)
-                        continue
-                    if isinstance(req, ActivationRequested):
-                        _start_for_rule(app, tail, req)
+            for _, req in bus.decoded(batch, "composition request"):
+                if isinstance(req, ActivationRequested):
+                    _start_for_rule(app, tail, req)
             if batch:
                 await consumer.commit()  # at most once, as for invokes: committed when started
     finally:

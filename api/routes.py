@@ -6,12 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from api import errors
 from api import web as web_actions
-from api.app import PRODUCER, TAIL, TOPICS, VIEWS, identity, resolve_ns
+from api.app import PRODUCER, TAIL, TOPICS, VIEWS, identity, read_json_object, resolve_ns
 from api.errors import json_response
 from api.fire import fire_trigger
 from api.invoke import invoke_action, public_record
@@ -98,22 +97,6 @@ def query_int(request: web.Request, name: str, default: int, coll: str, hi: int 
     else:
         return n
     raise WhiskError(400, f"The query parameter '{name}' was malformed:\n{detail}")
-
-
-async def read_body(request: web.Request) -> dict[str, Any]:
-    """An entity body: JSON object (empty = {}); else 415 or 400 as OpenWhisk's unmarshallers answer."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    if request.content_type != "application/json":
-        raise WhiskError(415, "The request's Content-Type is not supported. Expected:\napplication/json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise errors.malformed(str(e)) from e
-    if not isinstance(body, dict):
-        raise errors.malformed("Object expected")
-    return body
 
 
 # --- info ---------------------------------------------------------------------------------------------
@@ -340,14 +323,14 @@ async def write_entity(request: web.Request, etype: str, doc_ns: str, name: str,
     m = request.method
     body: dict[str, Any] = {}
     if m == "PUT":
-        raw = await read_body(request)
+        raw = await read_json_object(request, strict=True)
         body = NORMALIZE[etype](doc_ns, name, raw, events.now_ms())
         await _check_references(request, etype, body)
         op = "put"
     elif m == "DELETE":
         op = "delete"
     else:
-        body = await read_body(request)
+        body = await read_json_object(request, strict=True)
         op = "rule_state"
     cmd = EntityCommand(
         request_id=events.new_id(), op=op, entity_type=etype, doc_id=doc_id, subject=identity(request).subject,

@@ -93,13 +93,8 @@ class Tail:
                 log.warning("tail fetch failed, retrying: %r", e)
                 await asyncio.sleep(0.5)
                 continue
-            for msgs in batch.values():
-                for m in msgs:
-                    try:
-                        ev = events.decode(m.value)
-                    except events.DecodeError:
-                        continue
-                    self._on(ev, m.partition, m.offset)
+            for m, ev in bus.decoded(batch):
+                self._on(ev, m.partition, m.offset)
             if any(tp.topic == self.t.progress for tp in batch):
                 async with self._progress_changed:
                     self._progress_changed.notify_all()

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -116,3 +117,13 @@ async def partitions(c: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"topic {topic} has no partitions")
         await asyncio.sleep(0.2)
+
+
+def decoded(batch: dict[TopicPartition, list[Any]], what: str = "event") -> Iterator[tuple[Any, Event]]:
+    """(record, event) for every decodable message of a getmany() batch, in order; others are logged and skipped."""
+    for msgs in batch.values():
+        for m in msgs:
+            try:
+                yield m, events.decode(m.value)
+            except events.DecodeError as e:
+                log.warning("skipping undecodable %s at %s:%d@%d: %s", what, m.topic, m.partition, m.offset, e)

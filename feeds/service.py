@@ -267,14 +267,9 @@ class FeedService:
         try:
             while True:
                 batch = await c.getmany(timeout_ms=500)
-                for msgs in batch.values():
-                    for m in msgs:
-                        try:
-                            ev = events.decode(m.value)
-                        except events.DecodeError:
-                            continue
-                        if isinstance(ev, ActivationRequested):
-                            await self.handle(ev)
+                for _, ev in bus.decoded(batch, "feed request"):
+                    if isinstance(ev, ActivationRequested):
+                        await self.handle(ev)
                 if batch:
                     await c.commit()
         finally:

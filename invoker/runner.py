@@ -313,24 +313,19 @@ class Invoker:
         try:
             while stop is None or not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200)
-                for msgs in batch.values():
-                    for m in msgs:
-                        try:
-                            ev = events.decode(m.value)
-                        except events.DecodeError as e:
-                            log.warning("skipping undecodable assignment: %s", e)
-                            continue
-                        if isinstance(ev, ActivationAssigned):
-                            # At most once: never run work assigned before this process started, nor twice after
-                            # a rebalance; the watchdog (streams/watchdog.py) gives those a final record.
-                            aid = ev.request.activation_id
-                            if ev.at < started_ms or aid in started_ids:
-                                log.warning("not running stale or repeated assignment %s", aid)
-                                continue
-                            started_ids[aid] = None
-                            if len(started_ids) > 100_000:
-                                started_ids.popitem(last=False)
-                            self._spawn(self.handle(ev.request))
+                for _, ev in bus.decoded(batch, "assignment"):
+                    if not isinstance(ev, ActivationAssigned):
+                        continue
+                    # At most once: never run work assigned before this process started, nor twice after
+                    # a rebalance; the watchdog (streams/watchdog.py) gives those a final record.
+                    aid = ev.request.activation_id
+                    if ev.at < started_ms or aid in started_ids:
+                        log.warning("not running stale or repeated assignment %s", aid)
+                        continue
+                    started_ids[aid] = None
+                    if len(started_ids) > 100_000:
+                        started_ids.popitem(last=False)
+                    self._spawn(self.handle(ev.request))
                 if batch:
                     try:
                         await consumer.commit()  # at-most-once: committed once the activations are started

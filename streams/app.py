@@ -81,11 +81,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(commands, concurrency=1)
     async def decide_entities(stream: Any) -> None:
         async for raw in stream:
-            try:
-                cmd = events.decode(raw)
-            except events.DecodeError as e:
-                log.warning("dropping undecodable command: %s", e)
-                continue
+            cmd = _decode(raw)
             if not isinstance(cmd, EntityCommand):
                 continue
             d = logic.decide(cmd, entities.get, _contents(entities, cmd.doc_id), events.now_ms())
