@@ -7,7 +7,9 @@ that `streamwhisk up` runs. The components are the real processes (`python -m ap
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import uuid
@@ -143,3 +145,16 @@ def _wait_invokable(stack: Stack, invokers: int) -> None:
             last = e
         time.sleep(0.5)
     raise TimeoutError(f"stack not ready: {last}")
+
+
+CLIENTS = Path(__file__).resolve().parent / "clients"
+
+
+def npm_client(script: str) -> Path:
+    """A script of tests/clients with the `openwhisk` npm package installed (npm install on first use)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise RuntimeError("node and npm are needed for the real-client tests (Debian: apt-get install nodejs npm)")
+    if not (CLIENTS / "node_modules" / "openwhisk").is_dir():
+        subprocess.run(["npm", "install", "--prefix", str(CLIENTS), "--no-audit", "--no-fund"], check=True,
+                       capture_output=True, timeout=300)
+    return CLIENTS / script

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,13 +12,13 @@ from collections.abc import Iterator
 import pytest
 
 from contracts import keys
-from contracts.settings import REPO, Settings
+from contracts.settings import Settings
 from tests.chaos import faults
-from tests.stack import Stack, start_stack
+from tests.stack import CLIENTS, Stack, npm_client, start_stack
 
 pytestmark = pytest.mark.chaos
 
-CLIENTS = REPO / "tests" / "clients"
+
 DURATION_S = 45
 
 
@@ -32,9 +31,8 @@ def nstack(infra: Settings) -> Iterator[Stack]:
         faults.remove_containers(f"wsk{s.settings.prefix}{i}_")
 
 
-@pytest.mark.skipif(shutil.which("node") is None or not (CLIENTS / "node_modules" / "openwhisk").is_dir(),
-                    reason="node or the openwhisk npm package is not installed (npm ci in tests/clients)")
 def test_npm_client_across_invoker_and_worker_restarts(nstack: Stack) -> None:
+    npm_client("faults.js")
     env = {**os.environ, "APIHOST": nstack.url, "AUTH": keys.GUEST_KEY, "NAME": "npmfault",
            "DURATION_MS": str(DURATION_S * 1000)}
     proc = subprocess.Popen(["node", "faults.js"], cwd=CLIENTS, env=env, stdout=subprocess.PIPE,

@@ -16,21 +16,15 @@ from typing import Any
 import pytest
 
 from contracts.keys import split
-from tests.stack import Stack
+from tests.stack import CLIENTS, Stack, npm_client
 
 pytestmark = pytest.mark.integration
 
-CLIENTS = Path(__file__).resolve().parent.parent / "clients"
 
 
 @pytest.fixture(scope="module")
 def node_client() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node/npm not installed")
-    if not (CLIENTS / "node_modules" / "openwhisk").is_dir():
-        subprocess.run(["npm", "install", "--prefix", str(CLIENTS), "--no-audit", "--no-fund"], check=True,
-                       capture_output=True, timeout=300)
-    return CLIENTS / "crud.js"
+    return npm_client("crud.js")
 
 
 def kv(items: list[dict[str, Any]]) -> dict[str, Any]:
