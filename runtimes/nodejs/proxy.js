@@ -137,7 +137,8 @@ function handler(req, res) {
         [status, out] = req.url === '/init' ? await init(body) : await run(body);
       } finally {
         busy = false;
-        sentinel();
+        // As OpenWhisk's runtimes: after each run and a failed init; a good init's logs join the first run's.
+        if (req.url === '/run' || status !== 200) sentinel();
       }
     }
     let text;

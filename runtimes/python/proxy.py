@@ -101,7 +101,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/init":
             with _lock:
                 status, obj = self._init(body)
-                _sentinel()
+                if status != 200:  # as OpenWhisk's runtimes: a good init's logs join the first run's
+                    _sentinel()
             self._reply(status, obj)
         elif self.path == "/run":
             with _lock:

@@ -119,8 +119,8 @@ def test_nginx_renders_and_starts(settings: Settings) -> None:
     assert f"server 127.0.0.1:{settings.api_port};" in conf
     assert "{{" not in conf
     services.start_nginx(settings, api_available=False)
-    # No API behind it in this test: nginx itself must answer (502 from the empty upstream).
-    assert services.http_status(f"http://127.0.0.1:{settings.nginx_port}/api/v1") == 502
+    # No API behind it in this test: nginx itself answers, with its JSON 503 for "API down".
+    assert services.http_status(f"http://127.0.0.1:{settings.nginx_port}/api/v1") == 503
 
 
 def test_second_start_leaves_running_parts_alone(settings: Settings) -> None:
