@@ -134,7 +134,7 @@ class DockerDriver:
         self._api = self._client.api
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._docker_root: str | None = None
-        self._log_offsets: dict[str, int] = {}  # byte offset read so far in each container's json-file log
+        self._log_offsets: dict[str, tuple[int, int]] = {}  # (inode, bytes read) of each container's json-file log
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -317,14 +317,19 @@ class DockerDriver:
 
     def _read_log_file(self, cid: str, path: str) -> list[tuple[str, str, str]]:
         """New complete lines since the last read: (timestamp, stream, text)."""
-        offset = self._log_offsets.get(cid, 0)
-        with open(path, "rb") as f:
-            if offset > os.fstat(f.fileno()).st_size:
-                offset = 0  # docker rotated the file (max-size)
+        inode, offset = self._log_offsets.get(cid, (0, 0))
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below; absent for a moment while docker rotates it
+        except FileNotFoundError:
+            return []
+        with f:
+            st = os.fstat(f.fileno())
+            if st.st_ino != inode or offset > st.st_size:
+                offset = 0  # a new file: docker rotated it (max-size)
             f.seek(offset)
             data = f.read()
         end = data.rfind(b"\n") + 1  # a line still being written is read next time
-        self._log_offsets[cid] = offset + end
+        self._log_offsets[cid] = (st.st_ino, offset + end)
         out = []
         for raw in data[:end].splitlines():
             try:
