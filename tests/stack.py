@@ -7,6 +7,7 @@ that `streamwhisk up` runs. The components are the real processes (`python -m ap
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import socket
 import subprocess
@@ -158,3 +159,17 @@ def npm_client(script: str) -> Path:
         subprocess.run(["npm", "install", "--prefix", str(CLIENTS), "--no-audit", "--no-fund"], check=True,
                        capture_output=True, timeout=300)
     return CLIENTS / script
+
+
+def run_npm_client(script: str, stack: Stack, authkey: str, suffix: str) -> dict[str, Any]:
+    """Run a tests/clients script against the stack (APIHOST, AUTH, SUFFIX in its env); it prints JSON last."""
+    env = {"PATH": str(Path(shutil.which("node") or "node").parent), "APIHOST": stack.url, "AUTH": authkey,
+           "SUFFIX": suffix}
+    run = subprocess.run(["node", str(npm_client(script))], cwd=CLIENTS, env=env, capture_output=True, text=True,
+                         timeout=240)
+    if run.returncode != 0:
+        raise AssertionError(f"{script} failed: {run.stderr[-2000:]}")
+    if keys.split(authkey)[1] in run.stdout:
+        raise AssertionError(f"{script} printed the auth key")
+    out: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return out

@@ -6,41 +6,25 @@ prints every result as JSON; the assertions are here. node_modules is installed 
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from contracts.keys import split
-from tests.stack import CLIENTS, Stack, npm_client
+from tests.stack import Stack, run_npm_client
 
 pytestmark = pytest.mark.integration
 
-
-
-@pytest.fixture(scope="module")
-def node_client() -> Path:
-    return npm_client("crud.js")
 
 
 def kv(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {i["key"]: i["value"] for i in items}
 
 
-def test_openwhisk_npm_client_crud(stack: Stack, node_client: Path) -> None:
+def test_openwhisk_npm_client_crud(stack: Stack) -> None:
     key = stack.subject("npmuser")
     sfx = uuid.uuid4().hex[:6]
-    env = {"PATH": str(Path(shutil.which("node") or "node").parent), "APIHOST": stack.url, "AUTH": key,
-           "SUFFIX": sfx}
-    run = subprocess.run(["node", str(node_client)], cwd=CLIENTS, env=env, capture_output=True, text=True,
-                         timeout=240)
-    assert run.returncode == 0, run.stderr
-    out: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-    assert split(key)[1] not in run.stdout
+    out = run_npm_client("crud.js", stack, key, sfx)
     pkg, bind, action, trigger, rule = (f"{p}-{sfx}" for p in ("npkg", "nbind", "nact", "ntrig", "nrule"))
     failed = {k: v for k, v in out.items() if isinstance(v, dict) and "error" in v}
     expected_failures = {

@@ -5,37 +5,20 @@ tests/clients/invoke.js does the calls and prints every result as JSON; the asse
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import uuid
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from contracts.keys import split
-from tests.stack import CLIENTS, Stack, npm_client
+from tests.stack import Stack, run_npm_client
 
 pytestmark = pytest.mark.integration
 
 
 
-@pytest.fixture(scope="module")
-def node_client() -> Path:
-    return npm_client("invoke.js")
-
-
-def test_openwhisk_npm_client_invokes_and_reads_activations(stack: Stack, node_client: Path) -> None:
+def test_openwhisk_npm_client_invokes_and_reads_activations(stack: Stack) -> None:
     key = stack.subject(f"npminv{uuid.uuid4().hex[:4]}")
     sfx = uuid.uuid4().hex[:6]
-    env = {"PATH": str(Path(shutil.which("node") or "node").parent), "APIHOST": stack.url, "AUTH": key,
-           "SUFFIX": sfx}
-    run = subprocess.run(["node", str(node_client)], cwd=CLIENTS, env=env, capture_output=True, text=True,
-                         timeout=240)
-    assert run.returncode == 0, run.stderr
-    out: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-    assert split(key)[1] not in run.stdout
+    out = run_npm_client("invoke.js", stack, key, sfx)
     failed = {k: v for k, v in out.items() if isinstance(v, dict) and "error" in v and "statusCode" in v
               and set(v) == {"error", "statusCode"}}
     assert {k: v["statusCode"] for k, v in failed.items()} == {"invoke.apperror": 502,
