@@ -181,12 +181,3 @@ def running_containers(prefix: str) -> int:
 
     out = subprocess.run(["docker", "ps", "-q", "--filter", f"name=^/?{prefix}"], capture_output=True, text=True)
     return len(out.stdout.split())
-
-
-def remove_containers(prefix: str) -> None:
-    import subprocess
-
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"name=^/?{prefix}"], capture_output=True,
-                         text=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)

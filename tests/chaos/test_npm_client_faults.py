@@ -26,9 +26,7 @@ DURATION_S = 45
 def nstack(infra: Settings) -> Iterator[Stack]:
     s = start_stack(infra)
     yield s
-    s.stop()
-    for i in range(2):
-        faults.remove_containers(f"wsk{s.settings.prefix}{i}_")
+    s.stop()  # also removes the containers the killed invoker left behind
 
 
 def test_npm_client_across_invoker_and_worker_restarts(nstack: Stack) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.chaos.faults import put_action
 from tests.stack import Client, Stack
 
 pytestmark = [pytest.mark.security, pytest.mark.integration]
@@ -41,14 +42,6 @@ def main(args):
 """
 
 
-def _put(c: Client, name: str, code: str, **limits: int) -> None:
-    body: dict[str, Any] = {"exec": {"kind": "python:3", "code": code}}
-    if limits:
-        body["limits"] = limits
-    r = c.put(f"actions/{name}", body, overwrite=True)
-    assert r.status_code == 200, r.text
-
-
 def _run(c: Client, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     r = c.post(f"actions/{name}", params or {}, blocking=True)
     assert r.status_code in (200, 502), r.text
@@ -69,7 +62,7 @@ def _host_targets(stack: Stack) -> list[tuple[str, int]]:
 
 def test_action_cannot_reach_control_plane_or_other_containers(stack: Stack) -> None:
     c = stack.client()
-    _put(c, "sec_probe", PROBE)
+    put_action(c, "sec_probe", PROBE)
     targets = _host_targets(stack)
     rec = _run(c, "sec_probe", {"targets": targets})
     res = rec["response"]["result"]
@@ -81,7 +74,7 @@ def test_action_cannot_reach_control_plane_or_other_containers(stack: Stack) -> 
 
 def test_action_privileges_are_dropped(stack: Stack) -> None:
     c = stack.client()
-    _put(c, "sec_probe", PROBE)
+    put_action(c, "sec_probe", PROBE)
     res = _run(c, "sec_probe", {"targets": []})["response"]["result"]
     assert res["status"]["CapEff"] == "0000000000000000"
     assert res["status"]["NoNewPrivs"] == "1"
@@ -91,7 +84,7 @@ def test_action_privileges_are_dropped(stack: Stack) -> None:
 
 def test_memory_limit(stack: Stack) -> None:
     c = stack.client()
-    _put(c, "sec_mem", "def main(a):\n    b = bytearray(600 * 1024 * 1024)\n    return {'n': len(b)}\n",
+    put_action(c, "sec_mem", "def main(a):\n    b = bytearray(600 * 1024 * 1024)\n    return {'n': len(b)}\n",
          memory=128)
     rec = _run(c, "sec_mem")
     assert rec["response"]["success"] is False
@@ -100,7 +93,7 @@ def test_memory_limit(stack: Stack) -> None:
 
 def test_time_limit(stack: Stack) -> None:
     c = stack.client()
-    _put(c, "sec_spin", "def main(a):\n    while True:\n        pass\n", timeout=2000)
+    put_action(c, "sec_spin", "def main(a):\n    while True:\n        pass\n", timeout=2000)
     t0 = time.monotonic()
     rec = _run(c, "sec_spin")
     assert time.monotonic() - t0 < 20
@@ -125,7 +118,7 @@ def main(a):
 
 def test_fork_bomb_is_contained(stack: Stack) -> None:
     c = stack.client()
-    _put(c, "sec_fork", FORK_BOMB, timeout=20000, memory=256)
+    put_action(c, "sec_fork", FORK_BOMB, timeout=20000, memory=256)
     rec = _run(c, "sec_fork")
     res = rec["response"]["result"]
     # Either the pids limit stops it (EAGAIN) or memory does; never 5000 processes on the host.
@@ -134,14 +127,14 @@ def test_fork_bomb_is_contained(stack: Stack) -> None:
     else:
         assert rec["response"]["success"] is False, rec
     # The platform still runs actions afterwards.
-    _put(c, "sec_ok", "def main(a):\n    return {'ok': True}\n")
+    put_action(c, "sec_ok", "def main(a):\n    return {'ok': True}\n")
     assert _run(c, "sec_ok")["response"]["result"] == {"ok": True}
 
 
 def test_endless_output_is_truncated(stack: Stack) -> None:
     c = stack.client()
     code = "def main(a):\n    while True:\n        print('x' * 1000, flush=True)\n"
-    _put(c, "sec_spew", code, timeout=3000, logs=1)
+    put_action(c, "sec_spew", code, timeout=3000, logs=1)
     rec = _run(c, "sec_spew")
     assert rec["response"]["result"] == {"error": "The action exceeded its time limits of 3000 milliseconds."}
     logs = c.get(f"activations/{rec['activationId']}/logs")
@@ -174,7 +167,7 @@ def main(a):
 def test_action_cannot_reinit_its_proxy(stack: Stack) -> None:
     """CVE-2018-11756/11757: a second /init from inside the container is refused; warm runs keep the code."""
     c = stack.client()
-    _put(c, "sec_reinit", REINIT)
+    put_action(c, "sec_reinit", REINIT)
     first = _run(c, "sec_reinit")["response"]["result"]
     assert first["original"] is True
     assert "pwned" not in first
@@ -187,7 +180,7 @@ def test_action_cannot_reinit_its_proxy(stack: Stack) -> None:
 def test_other_namespace_activations_are_invisible(stack: Stack) -> None:
     alice = stack.client(stack.subject("sec_alice"))
     bob = stack.client(stack.subject("sec_bob"))
-    _put(alice, "secret", "def main(a):\n    return {'secret': 's3cr3t'}\n")
+    put_action(alice, "secret", "def main(a):\n    return {'secret': 's3cr3t'}\n")
     aid = _run(alice, "secret")["activationId"]
     for path in (f"activations/{aid}", f"activations/{aid}/result", f"activations/{aid}/logs"):
         r = bob.get(path)
