@@ -171,7 +171,7 @@ async def _resources(app: web.Application) -> Any:
     await bus.ensure_topics(settings.kafka, [
         t.commands, t.entities, t.subjects, t.invocations, t.authorized, t.completions, t.progress, t.access,
         t.compositions,
-    ])
+    ], settings.partitions)
     app[PRODUCER] = bus.producer(settings.kafka)
     await app[PRODUCER].start()
     app[GATE] = KafkaGate(settings.kafka)  # sends answer 503 quickly while Kafka is down

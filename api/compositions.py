@@ -225,7 +225,8 @@ class Composition:
         if cause:
             rec["cause"] = cause
         done = ActivationCompleted(activation_id=aid, namespace=self.ident.namespace, record=rec)
-        await bus.send(self.request.app[PRODUCER], self.request.app[TOPICS].completions, aid, done)
+        await bus.send(self.request.app[PRODUCER], self.request.app[TOPICS].completions, done.namespace,
+                       done)
         return rec
 
 

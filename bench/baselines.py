@@ -88,7 +88,7 @@ def _file_sentinels(cid: str, wait_s: float) -> None:
 async def kafka_round_trip(settings: Settings, n: int) -> dict[str, Any]:
     """Produce one event and consume it back, with the platform's own client settings (contracts/bus.py)."""
     topic = f"{settings.prefix}.benchscratch"
-    await bus.ensure_topics(settings.kafka, [topic])
+    await bus.ensure_topics(settings.kafka, [topic], 1)
     p = bus.producer(settings.kafka)
     c = bus.consumer(settings.kafka, group=None, from_start=False)
     await p.start()

@@ -94,7 +94,7 @@ def history(activations: int, entities: int, subjects: int = 50, seed: int = 7) 
 async def write_log(settings: Settings, hist: list[tuple[str, str, Event]]) -> float:
     """Produce the history (batched, idempotent, acks=all); returns seconds taken."""
     t = Topics(settings.prefix)
-    await bus.ensure_topics(settings.kafka, [t.subjects, t.entities, t.completions])
+    await bus.ensure_topics(settings.kafka, [t.subjects, t.entities, t.completions], settings.partitions)
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka, acks="all", enable_idempotence=True, linger_ms=20,
                          max_batch_size=1 << 20, max_request_size=bus.MAX_MESSAGE)
     await p.start()
@@ -114,7 +114,7 @@ async def drop(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
     await admin.start()
     try:
-        await admin.delete_topics([t.subjects, t.entities, t.completions])
+        await admin.delete_topics([t.subjects, t.entities, t.completions], settings.partitions)
     finally:
         await admin.close()
     couch = Couch(settings.couchdb)

@@ -18,7 +18,7 @@ from contracts.topics import Topics
 async def read_subjects(settings: Settings) -> dict[str, dict[str, Any]]:
     """Current subjects folded from the whole subjects topic."""
     t = Topics(settings.prefix)
-    await bus.ensure_topics(settings.kafka, [t.subjects])
+    await bus.ensure_topics(settings.kafka, [t.subjects], settings.partitions)
     c = bus.consumer(settings.kafka, group=None)
     await c.start()
     try:

@@ -34,7 +34,7 @@ async def read_log(settings: Settings, topics: list[str], since_ms: int | None =
     await consumer.start()
     out: list[Positioned] = []
     try:
-        await bus.ensure_topics(settings.kafka, topics)
+        await bus.ensure_topics(settings.kafka, topics, settings.partitions)
         tps = [tp for topic in topics for tp in await bus.partitions(consumer, topic)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)

@@ -358,7 +358,10 @@ class Component:
 
 def components(settings: Settings) -> list[Component]:
     """Streamwhisk's own processes in start order."""
-    parts = [Component("api", "api"), Component("streams", "streams"), Component("projections", "projections")]
+    parts = [Component("api", "api"), Component("streams", "streams")]
+    # More Faust workers share the partitions (WSK_STREAMS_WORKERS <= WSK_PARTITIONS to give each some work).
+    parts += [Component(f"streams{i}", "streams", ("--id", str(i))) for i in range(1, settings.streams_workers)]
+    parts.append(Component("projections", "projections"))
     parts += [Component(f"invoker{i}", "invoker", ("--id", str(i))) for i in range(settings.invokers)]
     parts.append(Component("feeds", "feeds"))  # alarm and Kafka feed providers (feeds/)
     return parts

@@ -89,8 +89,10 @@ async def send(p: AIOKafkaProducer, topic: str, key: str | None, ev: Event) -> t
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 1, configs: dict[str, dict[str, str]] | None = None
+    bootstrap: str, names: Iterable[str], partitions: int, configs: dict[str, dict[str, str]] | None = None
 ) -> None:
+    """Create the missing topics. Every topic the streams workers read must have the same partition count
+    (Settings.partitions): Faust co-partitions topics by count, so partition i of each lands on one worker."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -104,6 +106,17 @@ async def ensure_topics(
                 await admin.create_topics(new)
     finally:
         await admin.close()
+
+
+async def partition_counts(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
+    """How many partitions each existing topic has."""
+    c = consumer(bootstrap, group=None)
+    await c.start()
+    try:
+        cluster = await c._client.fetch_all_metadata()
+        return {n: len(cluster.partitions_for_topic(n) or ()) for n in names}
+    finally:
+        await c.stop()
 
 
 async def partitions(c: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> list[TopicPartition]:

@@ -25,6 +25,9 @@ class Settings:
     # Prefix for topics, consumer groups and CouchDB databases, so tests can run side by side.
     prefix: str = field(default_factory=lambda: _env("WSK_PREFIX", "whisk"))
     invokers: int = field(default_factory=lambda: int(_env("WSK_INVOKERS", "1")))
+    # Partitions of every topic (fixed when the topics are made) and how many Faust workers share them.
+    partitions: int = field(default_factory=lambda: int(_env("WSK_PARTITIONS", "1")))
+    streams_workers: int = field(default_factory=lambda: int(_env("WSK_STREAMS_WORKERS", "1")))
     socket_root: Path = field(default_factory=lambda: Path(_env("WSK_SOCKET_ROOT", "/run/streamwhisk")))
 
     @property

@@ -1,4 +1,9 @@
-"""Topic names: the only place they are spelled. Every name hangs off Settings.prefix."""
+"""Topic names: the only place they are spelled. Every name hangs off Settings.prefix.
+
+Keys decide partitions, and the streams workers rely on them: everything about one namespace (its entity
+commands, invocations, authorized and assigned activations, completions, fires) is keyed by the (root) namespace,
+so it lands on one partition number in every topic and so on one Faust worker, with the tables it changes.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ class Topics:
         return self._t("access")
 
     @property
-    def invocations(self) -> str:  # activation requests from the API, keyed by namespace
+    def invocations(self) -> str:  # activation requests from the API, keyed by namespace (so are the next three)
         return self._t("invocations")
 
     @property
@@ -37,11 +42,11 @@ class Topics:
         return self._t("authorized")
 
     @property
-    def completions(self) -> str:  # finished (or rejected) activations, keyed by activation id
+    def completions(self) -> str:  # finished (or rejected) activations, keyed by namespace
         return self._t("completions")
 
     @property
-    def health(self) -> str:  # invoker pings
+    def health(self) -> str:  # invoker pings, keyed by invoker (every worker reads all of it)
         return self._t("health")
 
     @property

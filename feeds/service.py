@@ -84,8 +84,10 @@ class FeedService:
 
     async def run(self) -> None:
         t = self.t
-        await bus.ensure_topics(self.s.kafka, [t.fires, t.completions, t.commands, t.feed_requests])
-        await bus.ensure_topics(self.s.kafka, [t.feed_state], configs={t.feed_state: {"cleanup.policy": "compact"}})
+        await bus.ensure_topics(self.s.kafka, [t.fires, t.completions, t.commands, t.feed_requests],
+                                 self.s.partitions)
+        await bus.ensure_topics(self.s.kafka, [t.feed_state], self.s.partitions,
+                                configs={t.feed_state: {"cleanup.policy": "compact"}})
         self.producer = bus.producer(self.s.kafka)
         await self.producer.start()
         try:
@@ -296,7 +298,7 @@ class FeedService:
                             {"key": "kind", "value": "feed"}, {"key": "limits", "value": action.get("limits", {})}],
         }
         done = ActivationCompleted(activation_id=req.activation_id, namespace=req.namespace, record=record)
-        await self.send(self.t.completions, req.activation_id, done)
+        await self.send(self.t.completions, req.namespace, done)
 
     async def lifecycle(self, req: ActivationRequested) -> Doc:
         kind = feed_kind(req.action)
@@ -354,7 +356,7 @@ class FeedService:
         if kind == "connector":
             cfg["topic"] = f"{self.s.prefix}.feed.{_safe(trigger)}"
             cfg["connector"] = f"{self.s.prefix}-feed-{_safe(trigger)}"
-            await bus.ensure_topics(self.s.kafka, [cfg["topic"]])
+            await bus.ensure_topics(self.s.kafka, [cfg["topic"]], self.s.partitions)
             conf = connect.connector_config(user, cfg["topic"])
             await connect.create(self.s.connect_port, cfg["connector"], conf)
         elif not isinstance(cfg.get("topic"), str) or not cfg["topic"]:

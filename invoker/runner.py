@@ -212,7 +212,7 @@ class Invoker:
             activation_id=req.activation_id, namespace=req.namespace, invoker=self.index, record=rec,
             memory_mb=memory_mb,
         )
-        await bus.send(self.producer, self.t.completions, req.activation_id, done)
+        await bus.send(self.producer, self.t.completions, req.namespace, done)
 
     async def _execute(
         self, slot: Slot, cold: bool, req: ActivationRequested, image: str, timeout_ms: int, log_limit: int
@@ -298,7 +298,8 @@ class Invoker:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         started_ms, started_ids = events.now_ms(), OrderedDict[str, None]()
-        await bus.ensure_topics(self.s.kafka, [self.t.invoker(self.index), self.t.completions, self.t.health])
+        await bus.ensure_topics(self.s.kafka, [self.t.invoker(self.index), self.t.completions, self.t.health],
+                                self.s.partitions)
         removed = await self.driver.remove_all(self.prefix)
         if removed:
             log.info("removed %d leftover containers", removed)

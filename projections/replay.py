@@ -152,7 +152,7 @@ async def replay(
     await asyncio.to_thread(catalog.ensure_databases, couch, stats.dbs)
 
     sources = [getattr(topics, k) for k in SOURCE_KINDS]
-    await bus.ensure_topics(settings.kafka, sources)
+    await bus.ensure_topics(settings.kafka, sources, settings.partitions)
     consumer = bus.consumer(settings.kafka, group=None)
     await consumer.start()
     started = time.monotonic()

@@ -120,7 +120,7 @@ async def run(settings: Settings, name: str = "projector", stop: asyncio.Event |
     ptr = await asyncio.to_thread(catalog.read, couch, settings)
     await asyncio.to_thread(catalog.ensure_databases, couch, ptr.dbs)
     sources = [topics.subjects, topics.entities, topics.completions]
-    await bus.ensure_topics(settings.kafka, [*sources, topics.progress, topics.deadletter])
+    await bus.ensure_topics(settings.kafka, [*sources, topics.progress, topics.deadletter], settings.partitions)
     consumer = bus.consumer(settings.kafka, *sources, group=f"{settings.prefix}-{name}")
     producer = bus.producer(settings.kafka)
     await consumer.start()

@@ -3,6 +3,12 @@
 Agents are thin: decode, call pure logic, update tables, send events. Tables are backed by changelog topics,
 so a restarted worker recovers its state. concurrency=1 everywhere: decisions on one key must be ordered
 (and faust #606 loses offsets with concurrency > 1).
+
+Several workers share the partitions (one consumer group). Every table is read and written only under the key
+of the agent's own source topic, and everything about one namespace is keyed by it (contracts/topics.py), so the
+state an event needs is on the worker that gets the event: entities by root namespace, throttles and fire counts
+by namespace, slots and in-flight activations per partition. Reference data keyed otherwise (subjects, invoker
+health, other namespaces' packages and actions) comes from views every worker keeps (streams/views.py).
 """
 
 from __future__ import annotations
@@ -21,29 +27,29 @@ from contracts.events import (
     ActivationRequested,
     EntityChanged,
     EntityCommand,
-    InvokerPing,
-    SubjectBlocked,
-    SubjectDeleted,
-    SubjectKeyAdded,
 )
 from contracts.settings import Settings
 from contracts.topics import Topics
 from streams import balancer, rules, throttle, watchdog
 from streams import decide as logic
+from streams.entities.logic import Decision
+from streams.views import Views, root
 
 log = logging.getLogger("streams")
 MAX_INVOKERS = 16
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, worker: int = 0) -> faust.App:
     t = Topics(settings.prefix)
+    datadir = settings.home / "faust" / f"worker{worker}"
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes the folder, not its parents
     app = faust.App(
         f"{settings.prefix}-streams",
         broker=f"kafka://{settings.kafka}",
         store="memory://",
-        datadir=str(settings.home / "faust"),
-        # Kubernetes chart: partitions bound how many workers share the load; must match the source topics.
-        topic_partitions=int(os.environ.get("WSK_PARTITIONS", "1")),
+        datadir=str(datadir),
+        # Changelogs get the source topics' partition count: Faust co-partitions topics by count.
+        topic_partitions=settings.partitions,
         topic_replication_factor=int(os.environ.get("WSK_REPLICATION", "1")),
         table_standby_replicas=0,
         web_enabled=False,
@@ -64,27 +70,44 @@ def create_app(settings: Settings) -> faust.App:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     commands, entities_t = topic(t.commands), topic(t.entities)
-    subjects_t, invocations, authorized = topic(t.subjects), topic(t.invocations), topic(t.authorized)
-    completions, health = topic(t.completions), topic(t.health)
+    invocations, authorized, completions = topic(t.invocations), topic(t.authorized), topic(t.completions)
     assign_topics = {i: topic(t.invoker(i)) for i in range(MAX_INVOKERS)}
 
     entities = app.Table("entities", default=None)
-    subjects = app.Table("subjects", default=None)
     throttles = app.Table("throttles", default=None)
-    invokers = app.Table("invokers", default=None)
     slots = app.Table("slots", default=int)
     assigned = watchdog.Assigned(app)  # ids already assigned: at most once across a worker restart
+    views = Views(settings.kafka, t.subjects, t.health, t.entities)
+
+    @app.task
+    async def follow_views() -> None:
+        await views.run()
+
+    def owned() -> set[int]:
+        """Partition numbers this worker holds now (the same numbers in every topic: co-partitioned)."""
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.authorized}
 
     async def emit(tp: Any, key: str, ev: events.Event) -> None:
         await tp.send(key=key.encode(), value=events.encode(ev))
 
+    async def decide(cmd: EntityCommand) -> Decision:
+        """Decide; when it failed on another namespace's doc this worker's view lacked, catch up and retry."""
+        for attempt in (0, 1):
+            lookup = views.lookup(root(cmd.doc_id), entities.get)
+            d = logic.decide(cmd, lookup, _contents(entities, cmd.doc_id), events.now_ms())
+            if d.error is None or not lookup.remote_missed or attempt:
+                break
+            await views.entities.sync()
+        return d
+
     @app.agent(commands, concurrency=1)
     async def decide_entities(stream: Any) -> None:
+        await views.ready()
         async for raw in stream:
             cmd = _decode(raw)
             if not isinstance(cmd, EntityCommand):
                 continue
-            d = logic.decide(cmd, entities.get, _contents(entities, cmd.doc_id), events.now_ms())
+            d = await decide(cmd)
             for doc_id, doc in d.writes:
                 if doc is None:
                     entities.pop(doc_id, None)
@@ -95,95 +118,81 @@ def create_app(settings: Settings) -> faust.App:
                 doc_id=cmd.doc_id, writes=d.writes, result=d.result,
                 error_status=d.error.status if d.error else None, error=d.error.message if d.error else None,
             )
-            await emit(entities_t, cmd.doc_id.split("/")[0], out)
-
-    @app.agent(subjects_t, concurrency=1)
-    async def track_subjects(stream: Any) -> None:
-        async for raw in stream:
-            ev = _decode(raw)
-            if isinstance(ev, SubjectKeyAdded):
-                cur = subjects.get(ev.subject) or {"namespaces": [], "blocked": False, "limits": {}}
-                ns = sorted({*cur["namespaces"], ev.namespace})
-                subjects[ev.subject] = {**cur, "namespaces": ns, "limits": ev.limits or cur["limits"]}
-            elif isinstance(ev, SubjectBlocked) and subjects.get(ev.subject):
-                subjects[ev.subject] = {**subjects[ev.subject], "blocked": ev.blocked}
-            elif isinstance(ev, SubjectDeleted):
-                subjects.pop(ev.subject, None)
+            await emit(entities_t, root(cmd.doc_id), out)
 
     @app.agent(invocations, concurrency=1)
     async def authorize(stream: Any) -> None:
+        await views.ready()
         async for raw in stream:
             req = _decode(raw)
             if not isinstance(req, ActivationRequested):
                 continue
-            subj = subjects.get(req.subject)
+            if assigned.seen(req.activation_id):  # re-read after a crash: admitted and assigned before
+                continue
+            subj = await views.subject(req.subject, req.namespace)
             if subj is None or subj.get("blocked") or req.namespace not in subj["namespaces"]:
                 await _reject(req, 403, "The supplied authentication is not authorized to access this resource.")
                 continue
-            st, refusal = throttle.admit(throttles.get(req.namespace), subj.get("limits", {}), req.at)
+            st, refusal = throttle.admit(throttles.get(req.namespace), subj.get("limits", {}), req.at,
+                                         req.activation_id, throttle.hold_ms(req.action))
             throttles[req.namespace] = st
             if refusal:
                 await _reject(req, 429, refusal)
                 continue
-            await emit(authorized, req.activation_id, ActivationAuthorized(request=req))
+            await emit(authorized, req.namespace, ActivationAuthorized(request=req))
 
     async def _reject(req: ActivationRequested, status: int, msg: str) -> None:
         ev = ActivationCompleted(
             activation_id=req.activation_id, namespace=req.namespace, rejected_status=status, rejected=msg
         )
-        await emit(completions, req.activation_id, ev)
-
-    @app.agent(health, concurrency=1)
-    async def track_invokers(stream: Any) -> None:
-        async for raw in stream:
-            ev = _decode(raw)
-            if isinstance(ev, InvokerPing):
-                invokers[str(ev.invoker)] = {
-                    "seen": events.now_ms(), "user_memory_mb": ev.user_memory_mb, "warm": ev.warm,
-                }
+        await emit(completions, req.namespace, ev)
 
     @app.agent(authorized, concurrency=1)
     async def balance(stream: Any) -> None:
-        async for raw in stream:
-            ev = _decode(raw)
+        await views.ready()
+        async for event in stream.events():
+            ev = _decode(event.value)
             if not isinstance(ev, ActivationAuthorized):
                 continue
             req = ev.request
             if assigned.seen(req.activation_id):  # re-read after a worker crash (streams/watchdog.py)
                 continue
-            inv = {int(k): v for k, v in invokers.items() if v}
-            used = {int(k): int(v) for k, v in slots.items()}
+            mine = owned()
+            inv = balancer.share(dict(views.invokers.data), len(mine), settings.partitions)
+            used = balancer.used_by(slots.items(), mine)
             mem = int(req.action.get("limits", {}).get("memory", 256))
             doc_id = f"{req.action['namespace']}/{req.action['name']}"
             target = balancer.schedule(inv, used, doc_id, mem, events.now_ms())
             if target is None or target not in assign_topics:
-                await emit(completions, req.activation_id, ActivationCompleted(
+                await emit(completions, req.namespace, ActivationCompleted(
                     activation_id=req.activation_id, namespace=req.namespace, rejected_status=503,
                     rejected="No invokers available.",
                 ))
                 continue
-            slots[str(target)] = used.get(target, 0) + mem
+            key = balancer.slot_key(target, event.message.partition)
+            slots[key] = int(slots.get(key, 0)) + mem
             assigned.mark(req.activation_id, events.now_ms())
-            await emit(assign_topics[target], req.activation_id, ActivationAssigned(invoker=target, request=req))
+            await emit(assign_topics[target], req.namespace, ActivationAssigned(invoker=target, request=req))
 
     @app.agent(completions, concurrency=1)
     async def settle(stream: Any) -> None:
-        async for raw in stream:
-            ev = _decode(raw)
+        async for event in stream.events():
+            ev = _decode(event.value)
             if not isinstance(ev, ActivationCompleted):
                 continue
             if ev.rejected_status is None and ev.invoker is None:
                 continue  # a trigger/sequence record (streams.rules, api.compositions): it held no slot
             if ev.rejected_status is None or ev.rejected_status == 503:
-                throttles[ev.namespace] = throttle.release(throttles.get(ev.namespace))
+                throttles[ev.namespace] = throttle.release(throttles.get(ev.namespace), ev.activation_id,
+                                                           events.now_ms())
             if ev.invoker is not None:
-                key = str(ev.invoker)
+                key = balancer.slot_key(ev.invoker, event.message.partition)
                 slots[key] = max(0, int(slots.get(key, 0)) - ev.memory_mb)
 
-    rules.register(app, {"entities": entities, "subjects": subjects, "throttles": throttles},
+    rules.register(app, {"entities": entities, "throttles": throttles}, views, assigned.seen,
                    {"fires": topic(t.fires), "authorized": authorized, "completions": completions,
                     "compositions": topic(t.compositions)})
-    watchdog.register(app, [t.invoker(i) for i in range(MAX_INVOKERS)], completions, invokers, emit)
+    watchdog.register(app, [t.invoker(i) for i in range(MAX_INVOKERS)], completions, views.invokers, emit, owned)
     return app
 
 

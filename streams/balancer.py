@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 HEALTH_TIMEOUT_MS = 10000  # an invoker silent this long gets no new work (OpenWhisk: 10 s)
@@ -54,3 +55,38 @@ def _coprime_step(n: int, action_id: str) -> int:
         return 1
     steps = [s for s in range(1, n + 1) if math.gcd(s, n) == 1]
     return steps[zlib.adler32(action_id.encode()) % len(steps)]
+
+
+# --- several workers: each owns some partitions and takes that share of every invoker ---------------------
+
+
+def slot_key(invoker: int, partition: int) -> str:
+    """Slots are counted per (invoker, partition): the partition's worker owns the count and its changelog."""
+    return f"{invoker}@{partition}"
+
+
+def used_by(slots: Iterable[tuple[str, Any]], partitions: set[int]) -> dict[int, int]:
+    """Memory in use per invoker, over the given partitions' slot counts (other keys are another worker's).
+
+    >>> used_by([("0@0", 256), ("0@1", 512), ("1@0", 128), ("0", 999)], {0})
+    {0: 256, 1: 128}
+    """
+    out: dict[int, int] = {}
+    for key, mb in slots:
+        inv, sep, part = key.partition("@")
+        if sep and part.isdigit() and int(part) in partitions and inv.isdigit():
+            out[int(inv)] = out.get(int(inv), 0) + int(mb or 0)
+    return out
+
+
+def share(invokers: dict[int, dict[str, Any]], owned: int, total: int) -> dict[int, dict[str, Any]]:
+    """Each worker schedules into its share of every invoker's memory, as OpenWhisk's controllers split invoker
+    slots between them: owned/total of it, where owned is how many of the total partitions it holds.
+
+    >>> share({0: {"user_memory_mb": 2048}}, 1, 2)[0]["user_memory_mb"]
+    1024
+    """
+    if total <= 1 or owned >= total:
+        return invokers
+    return {i: {**s, "user_memory_mb": int(s.get("user_memory_mb", 0)) * max(owned, 1) // total}
+            for i, s in invokers.items()}

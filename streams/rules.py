@@ -11,6 +11,7 @@ Sequences and conductors run in the API: a rule on one goes on the compositions 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from contracts import events
 from contracts.events import ActivationAuthorized, ActivationCompleted, ActivationRequested, TriggerFired
 from streams import throttle
 from streams.entities.logic import merge_parameters
+from streams.views import Views
 
 log = logging.getLogger("streams.rules")
 Doc = dict[str, Any]
@@ -84,10 +86,18 @@ def _log_line(rule: str, action: str, aid: str | None, error: str | None, code: 
     return orjson.dumps({**d, "rule": rule, "action": action}).decode()
 
 
+def rule_activation_id(fire_id: str, rule: str) -> str:
+    """The id of the activation a fire starts through a rule: derived, so a fire re-read after a worker crash
+    names the same activation again, and the balancer, which remembers what it assigned, runs it once."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"streamwhisk:{fire_id}/{rule}").hex
+
+
 def decide_fire(
     ev: TriggerFired, lookup: Lookup, subject: Doc | None, fire_state: Doc | None, throttle_state: Doc | None,
-    now_ms: int, new_id: Callable[[], str] = events.new_id,
+    now_ms: int, assigned: Callable[[str], bool] = lambda _: False,
 ) -> FireOutcome:
+    """The trigger's record and the activations to start; `assigned` tells which ids already went to an invoker
+    (a fire seen again after a crash: logged as before, neither counted nor sent again)."""
     def reject(status: int, msg: str, **kw: Any) -> FireOutcome:
         return FireOutcome(ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace,
                                                rejected_status=status, rejected=msg), **kw)
@@ -116,9 +126,13 @@ def decide_fire(
         if action is None:
             lines.append(_log_line(rule_key, action_name, None, err, 1))
             continue
+        aid = rule_activation_id(ev.activation_id, rule_key)
+        if assigned(aid):
+            lines.append(_log_line(rule_key, action_name, aid, None, 0))
+            continue
         composition = action.get("exec", {}).get("kind") == "sequence" or _truthy(_annotation(action, "conductor"))
         # A composition's components are throttled one by one when the API runs them (as for a direct invoke).
-        st, refusal = (st, None) if composition else throttle.admit(st, limits, now_ms)
+        st, refusal = (st, None) if composition else throttle.admit(st, limits, now_ms, aid, throttle.hold_ms(action))
         if refusal:
             lines.append(_log_line(rule_key, action_name, None, refusal, 1))
             continue
@@ -127,7 +141,6 @@ def decide_fire(
         params.update(ev.payload)
         if ev.headers:
             params["__ow_headers"] = ev.headers
-        aid = new_id()
         req = ActivationRequested(
             activation_id=aid, namespace=ev.namespace, subject=ev.subject, action=action, params=params,
             transaction_id=ev.transaction_id, at=now_ms,
@@ -155,14 +168,18 @@ def _truthy(v: Any) -> bool:
 # --- agent --------------------------------------------------------------------------------------------------
 
 
-def register(app: Any, tables: dict[str, Any], topics: dict[str, Any]) -> None:
-    """Add the rule-matching agent to the streams app (tables: entities, subjects, throttles)."""
-    entities, subjects, throttles = tables["entities"], tables["subjects"], tables["throttles"]
+def register(app: Any, tables: dict[str, Any], views: Views, assigned: Callable[[str], bool],
+             topics: dict[str, Any]) -> None:
+    """Add the rule-matching agent to the streams app (tables: entities, throttles). Fires are keyed by the
+    trigger's namespace, so its trigger, throttles and fire counts are this worker's; a rule's action in another
+    namespace (a shared package) comes from the entity view."""
+    entities, throttles = tables["entities"], tables["throttles"]
     fires_table = app.Table("fires", default=None)
     authorized, completions = topics["authorized"], topics["completions"]
 
     @app.agent(topics["fires"], concurrency=1)
     async def match_rules(stream: Any) -> None:
+        await views.ready()
         async for raw in stream:
             try:
                 ev = events.decode(raw)
@@ -171,15 +188,21 @@ def register(app: Any, tables: dict[str, Any], topics: dict[str, Any]) -> None:
                 continue
             if not isinstance(ev, TriggerFired):
                 continue
-            out = decide_fire(ev, entities.get, subjects.get(ev.subject), fires_table.get(ev.namespace),
-                              throttles.get(ev.namespace), events.now_ms())
+            subject = await views.subject(ev.subject, ev.namespace)
+            for attempt in (0, 1):  # once more after catching up, if another namespace's doc was missing
+                lookup = views.lookup(ev.namespace, entities.get)
+                out = decide_fire(ev, lookup, subject, fires_table.get(ev.namespace), throttles.get(ev.namespace),
+                                  events.now_ms(), assigned)
+                if not lookup.remote_missed or attempt:
+                    break
+                await views.entities.sync()
             if out.fire_state is not None:
                 fires_table[ev.namespace] = out.fire_state
             if out.admitted:
                 throttles[ev.namespace] = out.throttle_state
             for req in out.admitted:
-                await authorized.send(key=req.activation_id.encode(),
+                await authorized.send(key=req.namespace.encode(),
                                       value=events.encode(ActivationAuthorized(request=req)))
             for req in out.compositions:
-                await topics["compositions"].send(key=req.activation_id.encode(), value=events.encode(req))
-            await completions.send(key=ev.activation_id.encode(), value=events.encode(out.completion))
+                await topics["compositions"].send(key=req.namespace.encode(), value=events.encode(req))
+            await completions.send(key=ev.namespace.encode(), value=events.encode(out.completion))

@@ -15,6 +15,7 @@ from typing import Any
 
 from contracts import events
 from contracts.events import ActivationAssigned, ActivationCompleted
+from streams.views import LogView
 
 log = logging.getLogger("streams.watchdog")
 Json = dict[str, Any]
@@ -29,12 +30,13 @@ DEADLINE_MESSAGE = ("The activation did not complete within its time limit plus 
                     "the invoker is presumed to have lost it. It was not retried.")
 
 
-def entry(ev: ActivationAssigned) -> Json:
-    """What the watchdog keeps per in-flight activation (enough to write its record)."""
+def entry(ev: ActivationAssigned, partition: int = 0) -> Json:
+    """What the watchdog keeps per in-flight activation (enough to write its record, and whose it is)."""
     req, action = ev.request, ev.request.action
     limits = action.get("limits", {})
     return {
-        "invoker": ev.invoker, "namespace": req.namespace, "subject": req.subject, "assigned": ev.at,
+        "invoker": ev.invoker, "partition": partition, "namespace": req.namespace, "subject": req.subject,
+        "assigned": ev.at,
         "requested": req.at, "cause": req.cause, "memory": int(limits.get("memory", 256)),
         "timeout": int(limits.get("timeout", 60000)),
         "action": {"namespace": action.get("namespace", req.namespace), "name": action.get("name", ""),
@@ -44,21 +46,27 @@ def entry(ev: ActivationAssigned) -> Json:
 
 
 def orphans(
-    inflight: Mapping[str, Json], invokers: Mapping[int, Json], now_ms: int, watching_since_ms: int
+    inflight: Mapping[str, Json], invokers: Mapping[int, Json], now_ms: int, watching_since_ms: int,
+    partitions: set[int] | None = None,
 ) -> list[tuple[str, str]]:
-    """(activation id, reason) for every in-flight activation to close now.
+    """(activation id, reason) for every in-flight activation to close now, of the given partitions only (a
+    worker may still hold entries of partitions that moved to another worker; those are the other's to close).
 
     An invoker counts as dead when neither a ping nor the watchdog's own start is recent: after a worker
-    restart the table holds old `seen` times, and the invokers get DEAD_AFTER_MS to ping again.
+    restart the invokers get DEAD_AFTER_MS to ping again.
 
     >>> fl = {"a": {"invoker": 0, "assigned": 0, "timeout": 1000}, "b": {"invoker": 1, "assigned": 0, "timeout": 1000}}
     >>> orphans(fl, {0: {"seen": 9000}, 1: {"seen": 1000}}, 9500, 0)
     [('b', 'dead')]
     >>> orphans(fl, {0: {"seen": 200_000}, 1: {"seen": 200_000}}, 200_000, 0)
     [('a', 'deadline'), ('b', 'deadline')]
+    >>> orphans(fl, {0: {"seen": 9000}, 1: {"seen": 1000}}, 9500, 0, partitions={1})
+    []
     """
     out = []
     for aid, e in inflight.items():
+        if partitions is not None and int(e.get("partition", 0)) not in partitions:
+            continue
         seen = max(int(invokers.get(int(e["invoker"]), {}).get("seen", 0)), watching_since_ms)
         if now_ms - seen > DEAD_AFTER_MS:
             out.append((aid, "dead"))
@@ -129,8 +137,10 @@ class Assigned:
 Emit = Callable[[Any, str, events.Event], Awaitable[None]]
 
 
-def register(app: Any, assignment_topics: Iterable[str], completions: Any, invokers: Any, emit: Emit) -> None:
-    """Agents and a timer on the worker `app`: track in-flight ids, close those of dead invokers."""
+def register(app: Any, assignment_topics: Iterable[str], completions: Any, invokers: LogView, emit: Emit,
+             owned: Callable[[], set[int]]) -> None:
+    """Agents and a timer on the worker `app`: track in-flight ids, close those of dead invokers. Assignment and
+    completion events are keyed by namespace, so an activation's entry lives on one partition from start to end."""
     inflight = app.Table("inflight", default=None)
     assigned = app.topic(*assignment_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw")
@@ -141,10 +151,10 @@ def register(app: Any, assignment_topics: Iterable[str], completions: Any, invok
 
     @app.agent(assigned, concurrency=1)
     async def watch_assigned(stream: Any) -> None:
-        async for raw in stream:
-            ev = _decode(raw)
+        async for event in stream.events():
+            ev = _decode(event.value)
             if isinstance(ev, ActivationAssigned):
-                inflight[ev.request.activation_id] = entry(ev)
+                inflight[ev.request.activation_id] = entry(ev, event.message.partition)
 
     @app.agent(finished, concurrency=1)
     async def watch_completed(stream: Any) -> None:
@@ -157,15 +167,16 @@ def register(app: Any, assignment_topics: Iterable[str], completions: Any, invok
 
     @app.timer(interval=SWEEP_EVERY_S)
     async def sweep() -> None:
+        if not invokers.ready.is_set():  # until the health view is loaded every invoker would look silent
+            return
         now = events.now_ms()
         if not started:
             started.append(now)
-        seen = {int(k): v for k, v in invokers.items() if v}
         current = {k: v for k, v in inflight.items() if v and k not in closing}
-        for aid, reason in orphans(current, seen, now, started[0]):
+        for aid, reason in orphans(current, dict(invokers.data), now, started[0], owned()):
             closing.add(aid)
             log.warning("closing activation %s (invoker%s, %s)", aid, current[aid]["invoker"], reason)
-            await emit(completions, aid, error_completion(aid, current[aid], reason, now))
+            await emit(completions, current[aid]["namespace"], error_completion(aid, current[aid], reason, now))
 
 
 def _decode(raw: bytes) -> events.Event | None:

@@ -76,10 +76,10 @@ class Stack:
         uid, key = keys.split(authkey)
         return Client(self.url, (uid, key), namespace)
 
-    def subject(self, name: str, limits: dict[str, Any] | None = None) -> str:
+    def subject(self, name: str, limits: dict[str, Any] | None = None, namespace: str | None = None) -> str:
         import asyncio
 
-        key: str = asyncio.run(admin.create_subject(self.settings, name, name, None, limits))
+        key: str = asyncio.run(admin.create_subject(self.settings, name, namespace or name, None, limits))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # the API learns subjects from the log
             r = self.client(key).get("actions")
@@ -105,12 +105,13 @@ def start_infra() -> Settings:
     return base
 
 
-def start_stack(base: Settings, invokers: int = 2) -> Stack:
+def start_stack(base: Settings, invokers: int = 2, **overrides: Any) -> Stack:
+    """A private stack on the shared infrastructure; overrides are other Settings fields (partitions, ...)."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     home = Path(tempfile.mkdtemp(prefix=f"sw-{prefix}-"))
     s = dataclasses.replace(
         base, home=home, prefix=prefix, api_port=free_port(), nginx_port=free_port(), invokers=invokers,
-        socket_root=Path("/run/streamwhisk") / prefix,
+        socket_root=Path("/run/streamwhisk") / prefix, **overrides,
     )
     stack = Stack(s, base)
     try:

@@ -122,7 +122,7 @@ def test_kafka_topic_feed(stack: Stack) -> None:
     """Each record written to a plain Kafka topic after the feed is created fires the trigger."""
     c = stack.client()
     topic = f"{stack.settings.prefix}.user-events"
-    asyncio.run(bus.ensure_topics(stack.settings.kafka, [topic]))
+    asyncio.run(bus.ensure_topics(stack.settings.kafka, [topic], stack.settings.partitions))
     asyncio.run(_produce(stack, topic, [b'{"old": true}']))  # before the feed: must not fire
     setup_rule(c, "ontopic", "topicrule", "topicecho")
     create_feed_trigger(stack, c, "ontopic", "kafka/topic", topic=topic)

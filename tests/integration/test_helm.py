@@ -132,6 +132,9 @@ def test_bad_values_fail_with_a_message(helm: str) -> None:
     res = run_helm(helm, "template", "sw", str(CHART), "--kube-version", KUBE_VERSION,
                    "--set", "kafka.replicationFactor=3")
     assert res.returncode != 0 and "replicationFactor" in res.stderr
+    res = run_helm(helm, "template", "sw", str(CHART), "--kube-version", KUBE_VERSION,
+                   "--set", "streams.replicas=2")  # default: 1 partition
+    assert res.returncode != 0 and "streams.replicas cannot exceed kafka.partitions" in res.stderr
 
 
 # ---------------------------------------------------------------- the objects that matter
@@ -271,6 +274,7 @@ def test_production_values(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["production"]
     for part in ("api", "projections", "connect"):
         assert one(docs, "Deployment", part)["spec"]["replicas"] > 1, part
+    assert one(docs, "Deployment", "streams")["spec"]["replicas"] == 3  # Faust workers share the 6 partitions
     kafka = one(docs, "StatefulSet", "kafka")
     assert kafka["spec"]["replicas"] == 3
     env = {e["name"]: e.get("value") for e in pod_spec(kafka)["containers"][0]["env"]}

@@ -26,7 +26,18 @@ DOCS: dict[str, Any] = {
 
 def fire(payload: dict[str, Any], state: Any = None) -> rules.FireOutcome:
     ev = TriggerFired(activation_id="f" * 32, namespace="ns", subject="s", trigger="ns/t", payload=payload)
-    return rules.decide_fire(ev, DOCS.get, SUBJECT, state, None, 120_000, new_id=lambda: "a" * 32)
+    return rules.decide_fire(ev, DOCS.get, SUBJECT, state, None, 120_000)
+
+
+def test_a_fire_read_again_names_the_same_activations_and_skips_assigned_ones() -> None:
+    ev = TriggerFired(activation_id="f" * 32, namespace="ns", subject="s", trigger="ns/t", payload={})
+    first = rules.decide_fire(ev, DOCS.get, SUBJECT, None, None, 120_000)
+    aid = first.admitted[0].activation_id
+    assert aid == rules.decide_fire(ev, DOCS.get, SUBJECT, None, None, 120_000).admitted[0].activation_id
+    again = rules.decide_fire(ev, DOCS.get, SUBJECT, None, first.throttle_state, 120_000,
+                              assigned=lambda a: a == aid)
+    assert again.admitted == [] and again.throttle_state == first.throttle_state
+    assert again.completion.record is not None and aid in again.completion.record["logs"][0]
 
 
 def test_fire_admits_active_rules_and_logs_each() -> None:
@@ -35,7 +46,8 @@ def test_fire_admits_active_rules_and_logs_each() -> None:
     rec = out.completion.record
     assert rec is not None and rec["response"]["result"] == {"p": 3}
     assert [json.loads(x) for x in rec["logs"]] == [
-        {"statusCode": 0, "success": True, "activationId": "a" * 32, "rule": "ns/r1", "action": "ns/act"},
+        {"statusCode": 0, "success": True, "activationId": rules.rule_activation_id("f" * 32, "ns/r1"),
+         "rule": "ns/r1", "action": "ns/act"},
         {"statusCode": 1, "success": False, "error": rules.NOT_FOUND, "rule": "ns/r2", "action": "ns/gone"},
     ]
 

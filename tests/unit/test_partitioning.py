@@ -1,0 +1,117 @@
+"""Several streams workers: partition shares of invoker memory, the views' folds, and routed entity lookups."""
+
+from __future__ import annotations
+
+import doctest
+
+from contracts.events import (
+    ActivationAssigned,
+    ActivationRequested,
+    EntityChanged,
+    InvokerPing,
+    SubjectBlocked,
+    SubjectDeleted,
+    SubjectKeyAdded,
+)
+from streams import balancer, views, watchdog
+
+
+def test_doctests() -> None:
+    for mod in (views, balancer, watchdog):
+        assert doctest.testmod(mod).failed == 0
+
+
+# --- slots and shares ----------------------------------------------------------------------------------------
+
+
+def test_used_counts_only_the_given_partitions() -> None:
+    slots = [(balancer.slot_key(0, 0), 256), (balancer.slot_key(0, 1), 512), (balancer.slot_key(1, 1), 128)]
+    assert balancer.used_by(slots, {0}) == {0: 256}
+    assert balancer.used_by(slots, {0, 1}) == {0: 768, 1: 128}
+    assert balancer.used_by(slots, set()) == {}
+
+
+def test_used_ignores_old_and_odd_keys() -> None:
+    assert balancer.used_by([("0", 999), ("x@0", 5), ("0@y", 5), ("1@0", None)], {0}) == {1: 0}
+
+
+def test_share_splits_memory_by_owned_partitions() -> None:
+    inv = {0: {"user_memory_mb": 2048, "seen": 1}, 1: {"user_memory_mb": 1000, "seen": 1}}
+    assert balancer.share(inv, 4, 4) is inv  # one worker holds all: unchanged
+    half = balancer.share(inv, 2, 4)
+    assert [half[i]["user_memory_mb"] for i in (0, 1)] == [1024, 500]
+    assert half[0]["seen"] == 1 and inv[0]["user_memory_mb"] == 2048  # a copy, other fields kept
+    assert balancer.share(inv, 1, 1) is inv
+
+
+def test_two_workers_never_overcommit_an_invoker() -> None:
+    """Each worker schedules into its half: together they place at most the invoker's memory before spilling."""
+    inv = {0: {"seen": 100, "user_memory_mb": 1024, "warm": []}, 1: {"seen": 100, "user_memory_mb": 1024, "warm": []}}
+    slots: dict[str, int] = {}
+    placed = {0: 0, 1: 0}
+    for n in range(16):
+        part = n % 4  # worker A holds partitions 0, 1; worker B holds 2, 3
+        mine = {0, 1} if part < 2 else {2, 3}
+        target = balancer.schedule(balancer.share(inv, 2, 4), balancer.used_by(slots.items(), mine), "ns/a", 256,
+                                   150)
+        assert target is not None
+        key = balancer.slot_key(target, part)
+        slots[key] = slots.get(key, 0) + 256
+        placed[target] += 256
+        if n < 8:  # 8 x 256 MB fits both invokers exactly
+            assert all(v <= 1024 for v in placed.values()), placed
+
+
+# --- views ----------------------------------------------------------------------------------------------------
+
+
+def test_subject_fold_follows_the_lifecycle() -> None:
+    s: dict[str, dict[str, object]] = {}
+    views.fold_subject(s, SubjectKeyAdded(subject="u", namespace="a", uuid="1", key_salt="", key_hash="",
+                                          limits={"concurrentInvocations": 3}))
+    views.fold_subject(s, SubjectKeyAdded(subject="u", namespace="b", uuid="2", key_salt="", key_hash=""))
+    assert s["u"] == {"namespaces": ["a", "b"], "blocked": False, "limits": {"concurrentInvocations": 3}}
+    views.fold_subject(s, SubjectBlocked(subject="u", blocked=True))
+    assert s["u"]["blocked"] is True
+    views.fold_subject(s, SubjectBlocked(subject="nobody", blocked=True))
+    assert "nobody" not in s
+    views.fold_subject(s, SubjectDeleted(subject="u"))
+    assert s == {}
+
+
+def test_invoker_fold_keeps_the_newest_ping() -> None:
+    s: dict[int, dict[str, object]] = {}
+    views.fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=512, free_memory_mb=512, warm=["ns/a"], at=2000))
+    views.fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, at=1000))  # late, older
+    assert s == {1: {"seen": 2000, "user_memory_mb": 512, "warm": ["ns/a"]}}
+
+
+def test_entity_fold_applies_writes_and_deletes() -> None:
+    s: dict[str, dict[str, object]] = {}
+    views.fold_entity(s, EntityChanged(request_id="r", subject="u", op="put", entity_type="package", doc_id="a/p",
+                                       writes=[("a/p", {"name": "p"}), ("a/p/x", {"name": "x"})]))
+    views.fold_entity(s, EntityChanged(request_id="r", subject="u", op="delete", entity_type="action",
+                                       doc_id="a/p/x", writes=[("a/p/x", None)]))
+    assert s == {"a/p": {"name": "p"}}
+
+
+def test_routed_lookup_reads_own_namespace_locally_and_others_from_the_view() -> None:
+    local = {"a/x": {"n": "local"}}
+    remote = {"a/x": {"n": "stale"}, "b/pkg": {"n": "shared"}}
+    look = views.Routed("a", local.get, remote.get)
+    assert look("a/x") == {"n": "local"}
+    assert look("a/gone") is None and not look.remote_missed  # own namespace: the table is the truth
+    assert look("b/pkg") == {"n": "shared"} and not look.remote_missed
+    assert look("b/none") is None and look.remote_missed
+
+
+# --- watchdog -------------------------------------------------------------------------------------------------
+
+
+def test_watchdog_closes_only_its_own_partitions() -> None:
+    req = ActivationRequested(activation_id="x", namespace="ns", subject="s", params={}, at=0,
+                              action={"namespace": "ns", "name": "a", "limits": {"timeout": 1000}})
+    fl = {"x": watchdog.entry(ActivationAssigned(invoker=0, request=req, at=0), partition=3)}
+    dead_now = watchdog.DEAD_AFTER_MS + 1
+    assert watchdog.orphans(fl, {}, dead_now, 0, {3}) == [("x", "dead")]
+    assert watchdog.orphans(fl, {}, dead_now, 0, {0, 1, 2}) == []
