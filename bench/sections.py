@@ -173,7 +173,8 @@ class Tap:
             self.completed[aid] = now
 
     def count(self, name: str | None = None) -> int:
-        return sum(1 for a in self.names if name is None or self.names[a] == name)
+        names = list(self.names.values())  # the tap thread adds names meanwhile
+        return sum(1 for n in names if name is None or n == name)
 
 
 def put_action(ctx: Ctx, name: str, code: str = ECHO, memory: int | None = None) -> None:

@@ -30,7 +30,7 @@ from contracts.events import (
 )
 from contracts.settings import Settings
 from contracts.topics import Topics
-from streams import balancer, rules, throttle, watchdog
+from streams import balancer, rules, throttle, transport, watchdog
 from streams import decide as logic
 from streams.entities.logic import Decision
 from streams.views import Views, root
@@ -43,7 +43,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
     t = Topics(settings.prefix)
     datadir = settings.home / "faust" / f"worker{worker}"
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes the folder, not its parents
-    app = faust.App(
+    app = transport.App(
         f"{settings.prefix}-streams",
         broker=f"kafka://{settings.kafka}",
         store="memory://",
@@ -77,6 +77,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
     throttles = app.Table("throttles", default=None)
     slots = app.Table("slots", default=int)
     assigned = watchdog.Assigned(app)  # ids already assigned: at most once across a worker restart
+    holds = throttle.Holds(app, throttles)  # ids holding concurrency slots: counted once across a restart
     views = Views(settings.kafka, t.subjects, t.health, t.entities)
 
     @app.task
@@ -123,8 +124,8 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
     @app.agent(invocations, concurrency=1)
     async def authorize(stream: Any) -> None:
         await views.ready()
-        async for raw in stream:
-            req = _decode(raw)
+        async for event in stream.events():
+            req = _decode(event.value)
             if not isinstance(req, ActivationRequested):
                 continue
             if assigned.seen(req.activation_id):  # re-read after a crash: admitted and assigned before
@@ -133,12 +134,15 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             if subj is None or subj.get("blocked") or req.namespace not in subj["namespaces"]:
                 await _reject(req, 403, "The supplied authentication is not authorized to access this resource.")
                 continue
+            part = event.message.partition
+            holds.prune(part, events.now_ms())
             st, refusal = throttle.admit(throttles.get(req.namespace), subj.get("limits", {}), req.at,
-                                         req.activation_id, throttle.hold_ms(req.action))
+                                         holds.held(req.activation_id))
             throttles[req.namespace] = st
             if refusal:
                 await _reject(req, 429, refusal)
                 continue
+            holds.take(req.namespace, req.activation_id, part, req.action, req.at)
             await emit(authorized, req.namespace, ActivationAuthorized(request=req))
 
     async def _reject(req: ActivationRequested, status: int, msg: str) -> None:
@@ -183,13 +187,12 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             if ev.rejected_status is None and ev.invoker is None:
                 continue  # a trigger/sequence record (streams.rules, api.compositions): it held no slot
             if ev.rejected_status is None or ev.rejected_status == 503:
-                throttles[ev.namespace] = throttle.release(throttles.get(ev.namespace), ev.activation_id,
-                                                           events.now_ms())
+                holds.release(ev.namespace, ev.activation_id)
             if ev.invoker is not None:
                 key = balancer.slot_key(ev.invoker, event.message.partition)
                 slots[key] = max(0, int(slots.get(key, 0)) - ev.memory_mb)
 
-    rules.register(app, {"entities": entities, "throttles": throttles}, views, assigned.seen,
+    rules.register(app, {"entities": entities, "throttles": throttles}, views, assigned.seen, holds,
                    {"fires": topic(t.fires), "authorized": authorized, "completions": completions,
                     "compositions": topic(t.compositions)})
     watchdog.register(app, [t.invoker(i) for i in range(MAX_INVOKERS)], completions, views.invokers, emit, owned)

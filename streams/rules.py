@@ -94,10 +94,11 @@ def rule_activation_id(fire_id: str, rule: str) -> str:
 
 def decide_fire(
     ev: TriggerFired, lookup: Lookup, subject: Doc | None, fire_state: Doc | None, throttle_state: Doc | None,
-    now_ms: int, assigned: Callable[[str], bool] = lambda _: False,
+    now_ms: int, assigned: Callable[[str], bool] = lambda _: False, held: Callable[[str], bool] = lambda _: False,
 ) -> FireOutcome:
-    """The trigger's record and the activations to start; `assigned` tells which ids already went to an invoker
-    (a fire seen again after a crash: logged as before, neither counted nor sent again)."""
+    """The trigger's record and the activations to start. For a fire seen again after a crash, `assigned` tells
+    which ids already went to an invoker (logged as before, not sent again) and `held` which were admitted
+    already (sent again, not counted again)."""
     def reject(status: int, msg: str, **kw: Any) -> FireOutcome:
         return FireOutcome(ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace,
                                                rejected_status=status, rejected=msg), **kw)
@@ -132,7 +133,7 @@ def decide_fire(
             continue
         composition = action.get("exec", {}).get("kind") == "sequence" or _truthy(_annotation(action, "conductor"))
         # A composition's components are throttled one by one when the API runs them (as for a direct invoke).
-        st, refusal = (st, None) if composition else throttle.admit(st, limits, now_ms, aid, throttle.hold_ms(action))
+        st, refusal = (st, None) if composition else throttle.admit(st, limits, now_ms, held(aid))
         if refusal:
             lines.append(_log_line(rule_key, action_name, None, refusal, 1))
             continue
@@ -169,7 +170,7 @@ def _truthy(v: Any) -> bool:
 
 
 def register(app: Any, tables: dict[str, Any], views: Views, assigned: Callable[[str], bool],
-             topics: dict[str, Any]) -> None:
+             holds: throttle.Holds, topics: dict[str, Any]) -> None:
     """Add the rule-matching agent to the streams app (tables: entities, throttles). Fires are keyed by the
     trigger's namespace, so its trigger, throttles and fire counts are this worker's; a rule's action in another
     namespace (a shared package) comes from the entity view."""
@@ -180,9 +181,9 @@ def register(app: Any, tables: dict[str, Any], views: Views, assigned: Callable[
     @app.agent(topics["fires"], concurrency=1)
     async def match_rules(stream: Any) -> None:
         await views.ready()
-        async for raw in stream:
+        async for event in stream.events():
             try:
-                ev = events.decode(raw)
+                ev = events.decode(event.value)
             except events.DecodeError as e:
                 log.warning("skipping undecodable fire: %s", e)
                 continue
@@ -192,7 +193,7 @@ def register(app: Any, tables: dict[str, Any], views: Views, assigned: Callable[
             for attempt in (0, 1):  # once more after catching up, if another namespace's doc was missing
                 lookup = views.lookup(ev.namespace, entities.get)
                 out = decide_fire(ev, lookup, subject, fires_table.get(ev.namespace), throttles.get(ev.namespace),
-                                  events.now_ms(), assigned)
+                                  events.now_ms(), assigned, holds.held)
                 if not lookup.remote_missed or attempt:
                     break
                 await views.entities.sync()
@@ -201,6 +202,7 @@ def register(app: Any, tables: dict[str, Any], views: Views, assigned: Callable[
             if out.admitted:
                 throttles[ev.namespace] = out.throttle_state
             for req in out.admitted:
+                holds.take(req.namespace, req.activation_id, event.message.partition, req.action, req.at)
                 await authorized.send(key=req.namespace.encode(),
                                       value=events.encode(ActivationAuthorized(request=req)))
             for req in out.compositions:

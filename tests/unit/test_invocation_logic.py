@@ -29,62 +29,80 @@ def test_rate_counts_refused_attempts_too() -> None:
     lim = {"invocationsPerMinute": 3}
     st: dict[str, Any] | None = None
     msgs = []
-    for i in range(5):
-        st, msg = throttle.admit(st, lim, 5 * MIN + 10, f"a{i}")
+    for _ in range(5):
+        st, msg = throttle.admit(st, lim, 5 * MIN + 10)
         msgs.append(msg)
         if msg is None:
-            st = throttle.release(st, f"a{i}", 5 * MIN + 10)
+            st = throttle.release(st)
     assert msgs[:3] == [None, None, None]
     assert msgs[3] == "Too many requests in the last minute (count: 4, allowed: 3)."
     assert msgs[4] == "Too many requests in the last minute (count: 5, allowed: 3)."
-    st, msg = throttle.admit(st, lim, 6 * MIN, "b")  # a new wall-clock minute
+    st, msg = throttle.admit(st, lim, 6 * MIN)  # a new wall-clock minute
     assert msg is None and st["count"] == 1
 
 
 def test_concurrency_counts_in_flight() -> None:
     lim = {"concurrentInvocations": 1}
-    st, msg = throttle.admit(None, lim, 0, "a")
-    assert msg is None and set(st["inflight"]) == {"a"}
-    st, msg = throttle.admit(st, lim, 1, "b")
+    st, msg = throttle.admit(None, lim, 0)
+    assert msg is None and st["inflight"] == 1
+    st, msg = throttle.admit(st, lim, 1)
     assert msg == "Too many concurrent requests in flight (count: 1, allowed: 1)."
-    st = throttle.release(st, "a", 2)
-    assert throttle.admit(st, lim, 2, "c")[1] is None
-
-
-def test_in_flight_ids_make_replays_harmless() -> None:
-    """A worker that re-reads events after a crash admits or releases the same ids again: nothing changes."""
-    lim = {"concurrentInvocations": 2, "invocationsPerMinute": 1000}
-    st, _ = throttle.admit(None, lim, 0, "a")
-    st, msg = throttle.admit(st, lim, 1, "a")  # the same invocation, read again
-    assert msg is None and set(st["inflight"]) == {"a"}
-    st = throttle.release(throttle.release(st, "a", 2), "a", 3)  # its completion, read twice
-    assert st["inflight"] == {}
-    st, _ = throttle.admit(st, lim, 4, "b")
-    st, _ = throttle.admit(st, lim, 5, "c")
-    assert throttle.admit(st, lim, 6, "b")[1] is None  # already held: not a third one
-    assert throttle.admit(st, lim, 6, "d")[1] == "Too many concurrent requests in flight (count: 2, allowed: 2)."
-
-
-def test_a_missed_release_frees_itself_after_the_hold() -> None:
-    lim = {"concurrentInvocations": 1, "invocationsPerMinute": 1000}
-    st, _ = throttle.admit(None, lim, 0, "lost", hold_ms=1000)
-    assert throttle.admit(st, lim, 999, "next")[1] is not None
-    assert throttle.admit(st, lim, 1000, "next")[1] is None
-    assert throttle.hold_ms({"limits": {"timeout": 5000}}) == 5000 + throttle.HOLD_GRACE_MS
-
-
-def test_old_counter_state_is_reset() -> None:
-    st, msg = throttle.admit({"minute": 0, "count": 0, "inflight": 30}, {}, 0, "a")
-    assert msg is None and set(st["inflight"]) == {"a"}
+    st = throttle.release(st)
+    assert throttle.admit(st, lim, 2)[1] is None
 
 
 def test_default_limits() -> None:
     st = None
-    for i in range(60):
-        st, msg = throttle.admit(st, {}, 0, str(i))
+    for _ in range(60):
+        st, msg = throttle.admit(st, {}, 0)
         assert msg is None
-        st = throttle.release(st, str(i), 0)
-    assert throttle.admit(st, {}, 0, "x")[1] == "Too many requests in the last minute (count: 61, allowed: 60)."
+        st = throttle.release(st)
+    assert throttle.admit(st, {}, 0)[1] == "Too many requests in the last minute (count: 61, allowed: 60)."
+
+
+class _App:
+    """Faust's app.Table, as a dict: Holds only reads and writes keys."""
+
+    @staticmethod
+    def Table(name: str, default: Any = None) -> dict[str, Any]:
+        return {}
+
+
+def test_holds_count_each_activation_once() -> None:
+    """A worker that re-reads events after a crash admits or releases the same ids again: nothing changes."""
+    throttles: dict[str, Any] = {}
+    holds = throttle.Holds(_App(), throttles)
+    lim = {"concurrentInvocations": 2, "invocationsPerMinute": 1000}
+    action = {"limits": {"timeout": 1000}}
+
+    def admit(aid: str, now: int) -> str | None:
+        st, msg = throttle.admit(throttles.get("ns"), lim, now, holds.held(aid))
+        throttles["ns"] = st
+        if msg is None:
+            holds.take("ns", aid, 0, action, now)
+        return msg
+
+    assert admit("a", 0) is None and admit("a", 1) is None  # the same invocation, read again
+    assert throttles["ns"]["inflight"] == 1
+    holds.release("ns", "a")
+    holds.release("ns", "a")  # its completion, read twice
+    assert throttles["ns"]["inflight"] == 0
+    assert admit("b", 2) is None and admit("c", 3) is None
+    assert admit("b", 4) is None  # already held: not a third one
+    assert admit("d", 5) == "Too many concurrent requests in flight (count: 2, allowed: 2)."
+
+
+def test_a_hold_whose_release_never_came_expires() -> None:
+    throttles: dict[str, Any] = {"ns": {"minute": 0, "count": 1, "inflight": 1}}
+    holds = throttle.Holds(_App(), throttles)
+    holds.take("ns", "lost", 3, {"limits": {"timeout": 1000}}, 0)
+    until = 1000 + throttle.HOLD_GRACE_MS
+    holds.prune(3, until)  # not yet past
+    holds.prune(2, until + throttle.PRUNE_EVERY_MS + 1)  # another partition's: not this one's to free
+    assert holds.held("lost") and throttles["ns"]["inflight"] == 1
+    holds.prune(3, until + throttle.PRUNE_EVERY_MS + 1)
+    assert not holds.held("lost") and throttles["ns"]["inflight"] == 0
+
 
 
 # --- balancer ----------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import pathlib
 
 from contracts.events import (
     ActivationAssigned,
@@ -115,3 +116,23 @@ def test_watchdog_closes_only_its_own_partitions() -> None:
     dead_now = watchdog.DEAD_AFTER_MS + 1
     assert watchdog.orphans(fl, {}, dead_now, 0, {3}) == [("x", "dead")]
     assert watchdog.orphans(fl, {}, dead_now, 0, {0, 1, 2}) == []
+
+
+# --- the Faust consumer's long poll ----------------------------------------------------------------------------
+
+
+async def test_faust_consumer_long_poll_is_bounded(tmp_path: pathlib.Path) -> None:
+    """streams.transport lowers faust's fixed 1500 ms fetch wait through aiokafka's private attribute: check both
+    that it is set and that aiokafka still hands that attribute to its fetcher (a dependency upgrade could not)."""
+    import inspect
+
+    from aiokafka import AIOKafkaConsumer
+
+    from contracts.settings import Settings
+    from streams import transport
+    from streams.app import create_app
+
+    app = create_app(Settings(home=tmp_path, prefix="unit", kafka="127.0.0.1:1"))
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    assert consumer._fetch_max_wait_ms == transport.FETCH_MAX_WAIT_MS == 100
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
