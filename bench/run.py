@@ -42,7 +42,9 @@ def _stack(args: argparse.Namespace) -> tuple[Any, Settings, str]:
     from tests.stack import Stack, start_infra, start_stack
 
     saved = args.out / "stack.json"
-    if args.reuse and saved.exists():
+    if args.reuse and not saved.exists():  # else a fresh stack would run, and be left running
+        raise SystemExit(f"--reuse: no {saved} (run with --keep and the same --out first)")
+    if args.reuse:
         d = json.loads(saved.read_text())
         base = start_infra()
         stack = Stack(_settings_from(d["settings"]), base)
