@@ -109,12 +109,11 @@ async def ensure_topics(
 
 
 async def partition_counts(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
-    """How many partitions each existing topic has."""
+    """How many partitions each topic has (waiting for topics just made to show in the metadata)."""
     c = consumer(bootstrap, group=None)
     await c.start()
     try:
-        cluster = await c._client.fetch_all_metadata()
-        return {n: len(cluster.partitions_for_topic(n) or ()) for n in names}
+        return {n: len(await partitions(c, n)) for n in names}
     finally:
         await c.stop()
 

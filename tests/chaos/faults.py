@@ -181,3 +181,60 @@ def running_containers(prefix: str) -> int:
 
     out = subprocess.run(["docker", "ps", "-q", "--filter", f"name=^/?{prefix}"], capture_output=True, text=True)
     return len(out.stdout.split())
+
+
+# --- several streams workers ----------------------------------------------------------------------------------
+
+
+def partition_of(namespace: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the API's producer) picks for a namespace key."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    return int(DefaultPartitioner()(namespace.encode(), list(range(partitions)), []))
+
+
+def namespaces(prefix: str, partitions: int) -> list[str]:
+    """One namespace name per partition, in partition order."""
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < partitions:
+        found.setdefault(partition_of(f"{prefix}n{i}", partitions), f"{prefix}n{i}")
+        i += 1
+    return [found[p] for p in range(partitions)]
+
+
+def owners(settings: Settings) -> list[set[int]]:
+    """The partitions of the authorized topic each member of the streams consumer group holds."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    from contracts.topics import Topics
+
+    async def describe() -> list[set[int]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+        await admin.start()
+        try:
+            resp = await admin.describe_consumer_groups([f"{settings.prefix}-streams"])
+        finally:
+            await admin.close()
+        topic = Topics(settings.prefix).authorized
+        out = []
+        for group in resp[0].groups:
+            for member in group[5]:
+                asg = ConsumerProtocolMemberAssignment.decode(member[4]) if member[4] else None
+                out.append({p for t, ps in (asg.assignment if asg else []) for p in ps if t == topic})
+        return out
+    return asyncio.run(describe())
+
+
+def wait_owners(settings: Settings, partitions: int, members: int, timeout: float = 90) -> list[set[int]]:
+    """Wait until `members` workers hold all partitions between them, each some; returns their shares."""
+    def split() -> list[set[int]] | None:
+        got = owners(settings)
+        ok = len(got) == members and sorted(p for s in got for p in s) == list(range(partitions))
+        return got if ok and all(got) else None
+    result: list[set[int]] = wait_until(f"{members} streams worker(s) holding all partitions", split, timeout,
+                                        every=1)
+    return result

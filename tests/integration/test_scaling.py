@@ -19,9 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.partitioner import DefaultPartitioner
 
 from cli import services
 from contracts import bus
@@ -37,50 +34,6 @@ LIMITS = {"concurrentInvocations": 2, "invocationsPerMinute": 10000}
 ECHO = "def main(a):\n    return {k: v for k, v in a.items() if not k.startswith('__')}\n"
 
 
-def partition_of(namespace: str) -> int:
-    """The partition Kafka's default partitioner (murmur2, as the API's producer) picks for a namespace key."""
-    return int(DefaultPartitioner()(namespace.encode(), list(range(PARTITIONS)), []))
-
-
-def namespaces(prefix: str) -> list[str]:
-    """One namespace per partition."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < PARTITIONS:
-        found.setdefault(partition_of(f"{prefix}n{i}"), f"{prefix}n{i}")
-        i += 1
-    return [found[p] for p in range(PARTITIONS)]
-
-
-def owners(settings: Settings) -> list[set[int]]:
-    """The partitions of the authorized topic each member of the streams consumer group holds."""
-    async def describe() -> list[set[int]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
-        await admin.start()
-        try:
-            resp = await admin.describe_consumer_groups([f"{settings.prefix}-streams"])
-        finally:
-            await admin.close()
-        topic = Topics(settings.prefix).authorized
-        out = []
-        for group in resp[0].groups:
-            for member in group[5]:
-                asg = ConsumerProtocolMemberAssignment.decode(member[4]) if member[4] else None
-                out.append({p for t, ps in (asg.assignment if asg else []) for p in ps if t == topic})
-        return out
-    return asyncio.run(describe())
-
-
-def wait_owners(settings: Settings, members: int, timeout: float = 90) -> list[set[int]]:
-    def split() -> list[set[int]] | None:
-        got = owners(settings)
-        ok = len(got) == members and sorted(p for s in got for p in s) == list(range(PARTITIONS))
-        return got if ok and all(got) else None
-    result: list[set[int]] = faults.wait_until(f"{members} streams worker(s) holding all partitions", split,
-                                               timeout, every=1)
-    return result
-
-
 @pytest.fixture(scope="module")
 def two_workers(infra: Settings) -> Iterator[Stack]:
     s = start_stack(infra, invokers=2, partitions=PARTITIONS, streams_workers=2)
@@ -93,7 +46,7 @@ def tenants(two_workers: Stack) -> dict[str, Client]:
     """A subject per namespace, each namespace on its own partition; subject names differ from namespaces (and
     so do their partitions), as users' do."""
     return {ns: two_workers.client(two_workers.subject(f"user-of-{ns}", limits=LIMITS, namespace=ns))
-            for ns in namespaces(two_workers.settings.prefix)}
+            for ns in faults.namespaces(two_workers.settings.prefix, PARTITIONS)}
 
 
 def invoke(c: Client, action: str, i: int, timeout: float = 60) -> Any:
@@ -108,7 +61,7 @@ def invoke(c: Client, action: str, i: int, timeout: float = 60) -> Any:
 
 
 def test_both_workers_hold_partitions(two_workers: Stack) -> None:
-    split = wait_owners(two_workers.settings, 2)
+    split = faults.wait_owners(two_workers.settings, PARTITIONS, 2)
     assert sorted(len(s) for s in split) == [2, 2], split
 
 
@@ -128,8 +81,8 @@ def test_every_namespace_is_decided_authorized_and_released_on_its_worker(tenant
 def test_shared_package_across_workers(two_workers: Stack, tenants: dict[str, Client]) -> None:
     """A package published in a namespace of one worker, bound, sequenced and fired from a namespace of the
     other, right after it was made (the view catches up on a miss)."""
-    split = wait_owners(two_workers.settings, 2)
-    owner, user = (next(ns for ns in tenants if partition_of(ns) in part) for part in split)
+    split = faults.wait_owners(two_workers.settings, PARTITIONS, 2)
+    owner, user = (next(ns for ns in tenants if faults.partition_of(ns, PARTITIONS) in part) for part in split)
     o, u = tenants[owner], tenants[user]
     assert o.put("packages/shared", {"publish": True, "parameters": [{"key": "from", "value": owner}]}).ok
     assert o.put("actions/shared/hello", {"exec": {"kind": "python:3", "code": ECHO}}).ok
@@ -156,9 +109,9 @@ def test_shared_package_across_workers(two_workers: Stack, tenants: dict[str, Cl
 
 
 def test_survivor_takes_over_and_gives_back(two_workers: Stack, tenants: dict[str, Client]) -> None:
-    wait_owners(two_workers.settings, 2)
+    faults.wait_owners(two_workers.settings, PARTITIONS, 2)
     t_kill = faults.kill9(two_workers.settings, "streams1")
-    split = wait_owners(two_workers.settings, 1)
+    split = faults.wait_owners(two_workers.settings, PARTITIONS, 1)
     took_over = time.monotonic() - t_kill
     assert split == [set(range(PARTITIONS))]
     for ns, c in tenants.items():
@@ -168,7 +121,7 @@ def test_survivor_takes_over_and_gives_back(two_workers: Stack, tenants: dict[st
             r = invoke(c, "echo", i)
             assert r.status_code == 200, (ns, i, r.status_code, r.text)
     faults.restart(two_workers, "streams1")
-    back = wait_owners(two_workers.settings, 2)
+    back = faults.wait_owners(two_workers.settings, PARTITIONS, 2)
     assert sorted(len(s) for s in back) == [2, 2], back
     for ns, c in tenants.items():
         r = invoke(c, "echo", 99)
