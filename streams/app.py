@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from typing import Any
 
 import faust
@@ -32,7 +33,6 @@ from contracts.settings import Settings
 from contracts.topics import Topics
 from streams import balancer, rules, throttle, transport, watchdog
 from streams import decide as logic
-from streams.entities.logic import Decision
 from streams.views import Views, root
 
 log = logging.getLogger("streams")
@@ -91,16 +91,6 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
     async def emit(tp: Any, key: str, ev: events.Event) -> None:
         await tp.send(key=key.encode(), value=events.encode(ev))
 
-    async def decide(cmd: EntityCommand) -> Decision:
-        """Decide; when it failed on another namespace's doc this worker's view lacked, catch up and retry."""
-        for attempt in (0, 1):
-            lookup = views.lookup(root(cmd.doc_id), entities.get)
-            d = logic.decide(cmd, lookup, _contents(entities, cmd.doc_id), events.now_ms())
-            if d.error is None or not lookup.remote_missed or attempt:
-                break
-            await views.entities.sync()
-        return d
-
     @app.agent(commands, concurrency=1)
     async def decide_entities(stream: Any) -> None:
         await views.ready()
@@ -108,7 +98,8 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             cmd = _decode(raw)
             if not isinstance(cmd, EntityCommand):
                 continue
-            d = await decide(cmd)
+            decide = partial(logic.decide, cmd, contents=_contents(entities, cmd.doc_id), now_ms=events.now_ms())
+            d = await views.decided(root(cmd.doc_id), entities.get, decide, final=lambda d: d.error is None)
             for doc_id, doc in d.writes:
                 if doc is None:
                     entities.pop(doc_id, None)

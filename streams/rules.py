@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -190,13 +191,10 @@ def register(app: Any, tables: dict[str, Any], views: Views, assigned: Callable[
             if not isinstance(ev, TriggerFired):
                 continue
             subject = await views.subject(ev.subject, ev.namespace)
-            for attempt in (0, 1):  # once more after catching up, if another namespace's doc was missing
-                lookup = views.lookup(ev.namespace, entities.get)
-                out = decide_fire(ev, lookup, subject, fires_table.get(ev.namespace), throttles.get(ev.namespace),
-                                  events.now_ms(), assigned, holds.held)
-                if not lookup.remote_missed or attempt:
-                    break
-                await views.entities.sync()
+            decide = partial(decide_fire, ev, subject=subject, fire_state=fires_table.get(ev.namespace),
+                             throttle_state=throttles.get(ev.namespace), now_ms=events.now_ms(),
+                             assigned=assigned, held=holds.held)
+            out = await views.decided(ev.namespace, entities.get, decide)
             if out.fire_state is not None:
                 fires_table[ev.namespace] = out.fire_state
             if out.admitted:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -27,6 +27,7 @@ from contracts.events import EntityChanged, InvokerPing, SubjectBlocked, Subject
 log = logging.getLogger("streams.views")
 Doc = dict[str, Any]
 Fold = Callable[[dict[Any, Any], events.Event], None]
+T = TypeVar("T")
 
 HEALTH_WINDOW_MS = 60_000  # the health view starts this far back: older pings only say an invoker was alive once
 
@@ -196,3 +197,14 @@ class Views:
 
     def lookup(self, own_root: str, local: Callable[[str], Doc | None]) -> Routed:
         return Routed(own_root, local, self.entities.get)
+
+    async def decided(self, own_root: str, local: Callable[[str], Doc | None], decide: Callable[[Routed], T],
+                      final: Callable[[T], bool] = lambda _: False) -> T:
+        """decide(lookup), and once more after catching the entity view up when it missed another namespace's doc
+        (it may only not have been read yet), unless `final` accepts the first answer."""
+        lookup = self.lookup(own_root, local)
+        out = decide(lookup)
+        if lookup.remote_missed and not final(out):
+            await self.entities.sync()
+            out = decide(self.lookup(own_root, local))
+        return out

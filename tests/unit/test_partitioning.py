@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import pathlib
 
+import pytest
+
 from contracts.events import (
     ActivationAssigned,
     ActivationRequested,
@@ -104,6 +106,22 @@ def test_routed_lookup_reads_own_namespace_locally_and_others_from_the_view() ->
     assert look("a/gone") is None and not look.remote_missed  # own namespace: the table is the truth
     assert look("b/pkg") == {"n": "shared"} and not look.remote_missed
     assert look("b/none") is None and look.remote_missed
+
+
+async def test_decided_catches_the_view_up_once_on_a_remote_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    v = views.Views("127.0.0.1:1", "s", "h", "e")
+    synced: list[int] = []
+
+    async def sync(timeout_s: float = 3.0) -> bool:  # the view reads the doc made a moment ago
+        synced.append(1)
+        v.entities.data["b/pkg"] = {"n": "shared"}
+        return True
+
+    monkeypatch.setattr(v.entities, "sync", sync)
+    assert await v.decided("a", {}.get, lambda look: look("b/pkg")) == {"n": "shared"} and synced == [1]
+    assert await v.decided("a", {}.get, lambda look: look("b/none"), final=lambda _: True) is None
+    assert await v.decided("a", {"a/x": 1}.get, lambda look: look("a/x")) == 1
+    assert synced == [1]  # neither a final answer nor a local miss waits for the view
 
 
 # --- watchdog -------------------------------------------------------------------------------------------------
