@@ -169,8 +169,8 @@ def create_app(settings: Settings) -> web.Application:
 async def _resources(app: web.Application) -> Any:
     settings, t = app[SETTINGS], app[TOPICS]
     await bus.ensure_topics(settings.kafka, [
-        t.commands, t.entities, t.subjects, t.invocations, t.authorized, t.completions, t.progress, t.access,
-        t.compositions,
+        t.commands, t.entities, t.subjects, t.invocations, t.completions, t.progress, t.access, t.compositions,
+        *t.assignments(),
     ], settings.partitions)
     app[PRODUCER] = bus.producer(settings.kafka)
     await app[PRODUCER].start()

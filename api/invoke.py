@@ -33,7 +33,8 @@ def _truthy(v: Any) -> bool:
 
 
 async def resolve_action(request: web.Request, ns: str, doc_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The action and its parameters merged package < binding < action (spec 4.2).
+    """The action (as a reference: entities.action_ref) and its parameters merged package < binding < action
+    (spec 4.2).
 
     `ns/pkg/name` may go through a binding: the action then lives in the bound package, and the record gets the
     `binding` annotation (carried to the invoker as the internal action field BINDING_FIELD).
@@ -68,7 +69,7 @@ async def resolve_action(request: web.Request, ns: str, doc_id: str) -> tuple[di
 
 
 async def _typed(views: Any, doc_id: str, etype: str) -> dict[str, Any]:
-    doc: dict[str, Any] | None = await views.get(WHISKS, doc_id)
+    doc: dict[str, Any] | None = await views.get(WHISKS, doc_id, code=False)  # a reference: no code travels
     if doc is None:
         raise WhiskError(404, errors.NOT_FOUND)
     if doc.get("entityType") != etype:

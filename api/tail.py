@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from api.views import DocCache
 from contracts import bus, events, keys
 from contracts.events import (
-    ActivationAuthorized,
+    ActivationAssigned,
     ActivationCompleted,
     EntityChanged,
     ProjectionProgress,
@@ -60,7 +60,7 @@ class Tail:
     async def start(self) -> None:
         c = bus.consumer(self.bootstrap, group=None)
         await c.start()
-        tail_topics = [self.t.entities, self.t.completions, self.t.authorized, self.t.progress]
+        tail_topics = [self.t.entities, self.t.completions, self.t.progress, *self.t.assignments()]
         tps: list[TopicPartition] = []
         for topic in [self.t.subjects, *tail_topics]:
             tps += await bus.partitions(c, topic)
@@ -115,7 +115,7 @@ class Tail:
                 for doc_id, doc in ev.writes:
                     self.doc_cache.decided(doc_id, doc)
             _resolve(self.decisions, ev.request_id, (ev, partition, offset))
-        elif isinstance(ev, ActivationAuthorized):
+        elif isinstance(ev, ActivationAssigned):  # admitted: a non-blocking invoke answers 202 now
             _resolve(self.admissions, ev.request.activation_id, True)
         elif isinstance(ev, ActivationCompleted):
             self.completion_pos[ev.activation_id] = (partition, offset)

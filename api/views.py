@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from contracts import entities
 from projections.views import public
 
 Doc = dict[str, Any]
@@ -22,20 +23,21 @@ class DocCache:
 
     Saves a CouchDB read per invoke. A miss reads CouchDB; the result is kept only if no decision for that doc
     arrived meanwhile (the generation check), so a slower projection can never overwrite a newer decision.
-    Docs are kept as JSON bytes so every reader gets its own copy.
+    Docs are kept as JSON bytes so every reader gets its own copy; an action also as its reference (code
+    replaced by its digest: entities.action_ref), made once per revision, which is all an invoke reads.
     """
 
     def __init__(self, size: int = 5000) -> None:
         self.size = size
-        self._docs: OrderedDict[str, bytes | None] = OrderedDict()
+        self._docs: OrderedDict[str, tuple[bytes, bytes] | None] = OrderedDict()
         self._gen: dict[str, int] = {}
 
-    def lookup(self, doc_id: str) -> Any:
+    def lookup(self, doc_id: str, code: bool = True) -> Any:
         raw = self._docs.get(doc_id, _MISSING)
         if raw is _MISSING:
             return _MISSING
         self._docs.move_to_end(doc_id)
-        return None if raw is None else orjson.loads(raw)  # type: ignore[arg-type]
+        return None if raw is None else orjson.loads(raw[0 if code else 1])  # type: ignore[index]
 
     def generation(self, doc_id: str) -> int:
         return self._gen.get(doc_id, 0)
@@ -49,7 +51,7 @@ class DocCache:
             self._store(doc_id, doc)
 
     def _store(self, doc_id: str, doc: Doc | None) -> None:
-        self._docs[doc_id] = None if doc is None else orjson.dumps(doc)
+        self._docs[doc_id] = None if doc is None else (orjson.dumps(doc), orjson.dumps(entities.action_ref(doc)))
         self._docs.move_to_end(doc_id)
         while len(self._docs) > self.size:
             self._docs.popitem(last=False)
@@ -77,16 +79,17 @@ class Views:
         u = URL(f"{self.url}/{self.dbs[db]}/{path}", encoded=True)
         return u.with_query(query) if query else u
 
-    async def get(self, db: str, doc_id: str) -> Doc | None:
+    async def get(self, db: str, doc_id: str, code: bool = True) -> Doc | None:
+        """A doc; `code=False`: an action as a reference (entities.action_ref), for invokes."""
         if db != WHISKS:
             return await self._fetch(db, doc_id)
-        hit = self.cache.lookup(doc_id)
+        hit = self.cache.lookup(doc_id, code)
         if hit is not _MISSING:
             return hit  # type: ignore[no-any-return]
         gen = self.cache.generation(doc_id)
         doc = await self._fetch(db, doc_id)
         self.cache.fill(doc_id, doc, gen)
-        return doc
+        return doc if doc is None or code else entities.action_ref(doc)
 
     async def _fetch(self, db: str, doc_id: str) -> Doc | None:
         assert self.session

@@ -214,7 +214,7 @@ async def _resolve(request: web.Request, ns: str, pkg: str, name: str) -> Doc:
     views = request.app[VIEWS]
     entities.validate_namespace(ns)
     if pkg == "default":
-        action = await views.get(WHISKS, f"{ns}/{entities.validate_name(name)}")
+        action = await views.get(WHISKS, f"{ns}/{entities.validate_name(name)}", code=False)
         return {**action, "parameters": action.get("parameters", [])} if action else {}
     package = await views.get(WHISKS, f"{ns}/{entities.validate_name(pkg)}")
     binding = None
@@ -223,7 +223,8 @@ async def _resolve(request: web.Request, ns: str, pkg: str, name: str) -> Doc:
         package = await views.get(WHISKS, f"{b['namespace']}/{b['name']}")
     if package is None or package.get("entityType") != "package":
         return {}
-    action = await views.get(WHISKS, f"{package['namespace']}/{package['name']}/{entities.validate_name(name)}")
+    action = await views.get(WHISKS, f"{package['namespace']}/{package['name']}/{entities.validate_name(name)}",
+                             code=False)
     if action is None:
         return {}
     return {**action, "parameters": resolve_action_params(action, package, binding)}

@@ -27,7 +27,7 @@ DAY_MS = 24 * 3600 * 1000
 # Topic settings by name (the part after the prefix); see docs/event-log.md. The event store topics keep
 # everything (a full log, not compacted: replay and audit need every event); operational topics expire.
 EVENT_STORE = ("subjects", "entities", "commands", "access", "deadletter", "fires")
-OPERATIONAL_MS = {"invocations": 7 * DAY_MS, "authorized": 7 * DAY_MS, "health": DAY_MS, "progress": DAY_MS,
+OPERATIONAL_MS = {"invocations": 7 * DAY_MS, "health": DAY_MS, "progress": DAY_MS,
                   "feedreqs": 7 * DAY_MS}
 
 

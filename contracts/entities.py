@@ -9,6 +9,7 @@ defaults are filled there because they depend on create vs update.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -401,3 +402,25 @@ def normalize_package_put(namespace: str, name: str, body: dict[str, Any], now_m
             bns = namespace if bns in ("_", "") else bns
             proposal["binding"] = {"namespace": validate_namespace(bns), "name": validate_name(bname)}
     return proposal
+
+
+# --- references: what an activation carries instead of the action's code -------------------------------------
+
+def code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def action_ref(doc: dict[str, Any]) -> dict[str, Any]:
+    """The action as an activation carries it: the doc with `exec.code` replaced by its digest (`exec.digest`),
+    as OpenWhisk's activation messages name the action's revision, not its code. Invokers get the code from
+    their cache (fed by the entity log) or the whisks view, and only for a cold start.
+
+    >>> ref = action_ref({"namespace": "n", "name": "a", "exec": {"kind": "python:3", "code": "x"}})
+    >>> ref["exec"] == {"kind": "python:3", "digest": code_digest("x")}
+    True
+    """
+    exec_ = doc.get("exec") or {}
+    code = exec_.get("code")
+    if not isinstance(code, str):
+        return doc
+    return {**doc, "exec": {**{k: v for k, v in exec_.items() if k != "code"}, "digest": code_digest(code)}}

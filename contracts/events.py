@@ -139,7 +139,7 @@ class ActivationRequested(Event):
     activation_id: str
     namespace: str  # invoking namespace
     subject: str
-    action: Json  # the action doc, parameters merged, code included
+    action: Json  # a reference: the action doc, parameters merged, code replaced by exec.digest (entities.action_ref)
     params: Json
     blocking: bool = False
     cause: str | None = None
@@ -147,13 +147,9 @@ class ActivationRequested(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ActivationAuthorized(Event):
-    TYPE: ClassVar[str] = "activation.authorized"
-    request: ActivationRequested
-
-
-@dataclass(frozen=True, kw_only=True)
 class ActivationAssigned(Event):
+    """Admission's one output for an admitted activation (entitlement, throttles and placement are one step)."""
+
     TYPE: ClassVar[str] = "activation.assigned"
     invoker: int
     request: ActivationRequested
@@ -223,7 +219,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
         SubjectKeyAdded, SubjectBlocked, SubjectDeleted, EntityCommand, EntityChanged,
-        ActivationRequested, ActivationAuthorized, ActivationAssigned, ActivationCompleted,
+        ActivationRequested, ActivationAssigned, ActivationCompleted,
         InvokerPing, ApiCalled, ProjectionProgress, DeadLetter,
     )
 }

@@ -1,13 +1,15 @@
 """Topic names: the only place they are spelled. Every name hangs off Settings.prefix.
 
 Keys decide partitions, and the streams workers rely on them: everything about one namespace (its entity
-commands, invocations, authorized and assigned activations, completions, fires) is keyed by the (root) namespace,
+commands, invocations, assigned activations, completions, fires) is keyed by the (root) namespace,
 so it lands on one partition number in every topic and so on one Faust worker, with the tables it changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+MAX_INVOKERS = 16
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,6 @@ class Topics:
     @property
     def invocations(self) -> str:  # activation requests from the API, keyed by namespace (so are the next three)
         return self._t("invocations")
-
-    @property
-    def authorized(self) -> str:  # activations that passed entitlement and throttles
-        return self._t("authorized")
 
     @property
     def completions(self) -> str:  # finished (or rejected) activations, keyed by namespace
@@ -73,8 +71,12 @@ class Topics:
     def feed_state(self) -> str:  # compacted: FeedChanged/FeedProgress by trigger, the feed service's state
         return self._t("feedstate")
 
-    def invoker(self, n: int) -> str:
+    def invoker(self, n: int) -> str:  # ActivationAssigned for invoker n, keyed by namespace
         return self._t(f"invoker{n}")
+
+    def assignments(self) -> list[str]:
+        """Every invoker's assignment topic (made up front, so readers can assign them all)."""
+        return [self.invoker(i) for i in range(MAX_INVOKERS)]
 
     def event_log(self) -> list[str]:
         """Topics that together are the source of truth (replay reads these)."""

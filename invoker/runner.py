@@ -30,6 +30,7 @@ from contracts.events import ActivationAssigned, ActivationCompleted, Activation
 from contracts.settings import Settings
 from contracts.topics import Topics
 from invoker import outcome
+from invoker.code import CodeMissing, Codes
 from invoker.containers import ActionContainer, ContainerSpec, ContainerStartError, DockerDriver, ImageMissing
 from invoker.pool import Key, Pool, Slot
 
@@ -82,6 +83,7 @@ class Invoker:
         self.prewarming = asyncio.Lock()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.producer: Any = None
+        self.codes = Codes(settings)
 
     # --- container lifecycle ------------------------------------------------------------------------
 
@@ -239,13 +241,17 @@ class Invoker:
         }
         init_ms: int | None = None
         if cold:
+            try:
+                code = await self.codes.code(action)
+            except CodeMissing as e:
+                return outcome.internal_error(str(e)), None, []
             init_params = {p["key"]: str(p["value"]) for p in action.get("parameters", []) if p.get("init")}
             value: dict[str, Any] = {
                 "name": action["name"], "main": exec_.get("main", "main"),
                 "binary": bool(exec_.get("binary", False)), "env": {**init_params, **ow_env},
             }
-            if exec_.get("code"):  # omitted for a blackbox image that brings its own action
-                value["code"] = exec_["code"]
+            if code:  # omitted for a blackbox image that brings its own action
+                value["code"] = code
             payload = {"value": value}
             r = await self.driver.init(c, payload, timeout_ms / 1000)
             init_ms = int(r.elapsed_ms)
@@ -308,7 +314,8 @@ class Invoker:
         consumer = bus.consumer(self.s.kafka, self.t.invoker(self.index),
                                 group=f"{self.s.prefix}-invoker{self.index}", from_start=False)
         await consumer.start()
-        bg = [asyncio.create_task(self._ping()), asyncio.create_task(self._reaper())]
+        bg = [asyncio.create_task(self._ping()), asyncio.create_task(self._reaper()),
+              asyncio.create_task(self.codes.run())]
         await self.prewarm()
         log.info("invoker %d ready", self.index)
         try:

@@ -9,15 +9,15 @@ import faust
 from contracts import bus
 from contracts.settings import load
 from contracts.topics import Topics
-from streams.app import MAX_INVOKERS, create_app
+from streams.app import create_app
 
 parser = argparse.ArgumentParser(prog="python -m streams")
 parser.add_argument("--id", type=int, default=0, help="worker number (names its data folder)")
 args = parser.parse_args()
 settings = load()
 t = Topics(settings.prefix)
-names = [t.commands, t.entities, t.subjects, t.invocations, t.authorized, t.completions, t.health, t.progress,
-         t.access, t.deadletter, t.fires, t.compositions, *(t.invoker(i) for i in range(MAX_INVOKERS))]
+names = [t.commands, t.entities, t.subjects, t.invocations, t.completions, t.health, t.progress,
+         t.access, t.deadletter, t.fires, t.compositions, *t.assignments()]
 # Create the topics up front: a consumer subscribed to a missing topic waits for a metadata refresh.
 asyncio.run(bus.ensure_topics(settings.kafka, names, settings.partitions))
 # Faust co-partitions topics by partition count: one made with another count would split a namespace's events

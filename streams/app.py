@@ -1,14 +1,15 @@
-"""The Faust worker: entity decider, auth (entitlement + throttles) and load balancer, as stateful agents.
+"""The Faust worker: entity decider, admission (entitlement + throttles + load balancing) and rule matching.
 
-Agents are thin: decode, call pure logic, update tables, send events. Tables are backed by changelog topics,
-so a restarted worker recovers its state. concurrency=1 everywhere: decisions on one key must be ordered
-(and faust #606 loses offsets with concurrency > 1).
+Agents are thin: decode, call pure logic, update state, send events. The entity and fire-count tables are backed
+by changelog topics; admission's state is rebuilt from the assignments and completions themselves
+(streams/admission.py), so an activation costs no changelog write. concurrency=1 everywhere: decisions on one key
+must be ordered (and faust #606 loses offsets with concurrency > 1).
 
-Several workers share the partitions (one consumer group). Every table is read and written only under the key
-of the agent's own source topic, and everything about one namespace is keyed by it (contracts/topics.py), so the
-state an event needs is on the worker that gets the event: entities by root namespace, throttles and fire counts
-by namespace, slots and in-flight activations per partition. Reference data keyed otherwise (subjects, invoker
-health, other namespaces' packages and actions) comes from views every worker keeps (streams/views.py).
+Several workers share the partitions (one consumer group). Everything about one namespace is keyed by it
+(contracts/topics.py), so the state an event needs is on the worker that gets the event: entities by root
+namespace, throttles, in-flight activations and fire counts by partition. Reference data keyed otherwise
+(subjects, invoker health, other namespaces' packages and actions) comes from views every worker keeps
+(streams/views.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import faust
 from contracts import bus, events
 from contracts.events import (
     ActivationAssigned,
-    ActivationAuthorized,
     ActivationCompleted,
     ActivationRequested,
     EntityChanged,
@@ -31,12 +31,12 @@ from contracts.events import (
 )
 from contracts.settings import Settings
 from contracts.topics import Topics
-from streams import balancer, rules, throttle, transport, watchdog
+from streams import admission, balancer, rules, transport, watchdog
 from streams import decide as logic
+from streams.admission import Admission, Partition
 from streams.views import Views, root
 
 log = logging.getLogger("streams")
-MAX_INVOKERS = 16
 
 
 def create_app(settings: Settings, worker: int = 0) -> faust.App:
@@ -70,15 +70,13 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     commands, entities_t = topic(t.commands), topic(t.entities)
-    invocations, authorized, completions = topic(t.invocations), topic(t.authorized), topic(t.completions)
-    assign_topics = {i: topic(t.invoker(i)) for i in range(MAX_INVOKERS)}
+    invocations, completions = topic(t.invocations), topic(t.completions)
+    assign_topics = {i: topic(name) for i, name in enumerate(t.assignments())}
 
     entities = app.Table("entities", default=None)
-    throttles = app.Table("throttles", default=None)
-    slots = app.Table("slots", default=int)
-    assigned = watchdog.Assigned(app)  # ids already assigned: at most once across a worker restart
-    holds = throttle.Holds(app, throttles)  # ids holding concurrency slots: counted once across a restart
     views = Views(settings.kafka, t.subjects, t.health, t.entities)
+    states = Admission(settings.kafka, t)
+    dog = watchdog.Watchdog(views.invokers)
 
     @app.task
     async def follow_views() -> None:
@@ -86,10 +84,31 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
 
     def owned() -> set[int]:
         """Partition numbers this worker holds now (the same numbers in every topic: co-partitioned)."""
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.authorized}
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.invocations}
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust types receivers too narrowly
+    async def revoked(_: Any, *args: Any, **__: Any) -> None:  # args: (revoked TopicPartitions,)
+        states.drop({tp.partition for tp in args[0] if tp.topic == t.invocations})
 
     async def emit(tp: Any, key: str, ev: events.Event) -> None:
         await tp.send(key=key.encode(), value=events.encode(ev))
+
+    async def reject(req: ActivationRequested, part: Partition, status: int, msg: str) -> None:
+        part.refused(req.activation_id, events.now_ms())
+        await emit(completions, req.namespace, ActivationCompleted(
+            activation_id=req.activation_id, namespace=req.namespace, rejected_status=status, rejected=msg))
+
+    async def start(req: ActivationRequested, part: Partition) -> None:
+        """Place an admitted activation and send it to its invoker: the one write admission makes."""
+        mine = owned()
+        inv = balancer.share(dict(views.invokers.data), len(mine), settings.partitions)
+        target = admission.place(req, inv, states.used(), events.now_ms())
+        if target is None or target not in assign_topics:
+            await reject(req, part, 503, admission.NO_INVOKERS)
+            return
+        ev = ActivationAssigned(invoker=target, request=req)
+        part.assigned(ev)
+        await emit(assign_topics[target], req.namespace, ev)
 
     @app.agent(commands, concurrency=1)
     async def decide_entities(stream: Any) -> None:
@@ -113,61 +132,26 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             await emit(entities_t, root(cmd.doc_id), out)
 
     @app.agent(invocations, concurrency=1)
-    async def authorize(stream: Any) -> None:
+    async def admit(stream: Any) -> None:
+        """Entitlement, throttles and placement: one hop from the API to the invoker."""
         await views.ready()
         async for event in stream.events():
             req = _decode(event.value)
             if not isinstance(req, ActivationRequested):
                 continue
-            if assigned.seen(req.activation_id):  # re-read after a crash: admitted and assigned before
+            part = await states.partition(event.message.partition)
+            if part.seen(req.activation_id):  # re-read after a crash: decided before, and that is in the log
                 continue
+            part.prune(events.now_ms())
             subj = await views.subject(req.subject, req.namespace)
             if subj is None or subj.get("blocked") or req.namespace not in subj["namespaces"]:
-                await _reject(req, 403, "The supplied authentication is not authorized to access this resource.")
+                await reject(req, part, 403, admission.FORBIDDEN)
                 continue
-            part = event.message.partition
-            holds.prune(part, events.now_ms())
-            st, refusal = throttle.admit(throttles.get(req.namespace), subj.get("limits", {}), req.at,
-                                         holds.held(req.activation_id))
-            throttles[req.namespace] = st
+            refusal = part.admit(req, subj.get("limits", {}), req.at)
             if refusal:
-                await _reject(req, 429, refusal)
+                await reject(req, part, 429, refusal)
                 continue
-            holds.take(req.namespace, req.activation_id, part, req.action, req.at)
-            await emit(authorized, req.namespace, ActivationAuthorized(request=req))
-
-    async def _reject(req: ActivationRequested, status: int, msg: str) -> None:
-        ev = ActivationCompleted(
-            activation_id=req.activation_id, namespace=req.namespace, rejected_status=status, rejected=msg
-        )
-        await emit(completions, req.namespace, ev)
-
-    @app.agent(authorized, concurrency=1)
-    async def balance(stream: Any) -> None:
-        await views.ready()
-        async for event in stream.events():
-            ev = _decode(event.value)
-            if not isinstance(ev, ActivationAuthorized):
-                continue
-            req = ev.request
-            if assigned.seen(req.activation_id):  # re-read after a worker crash (streams/watchdog.py)
-                continue
-            mine = owned()
-            inv = balancer.share(dict(views.invokers.data), len(mine), settings.partitions)
-            used = balancer.used_by(slots.items(), mine)
-            mem = int(req.action.get("limits", {}).get("memory", 256))
-            doc_id = f"{req.action['namespace']}/{req.action['name']}"
-            target = balancer.schedule(inv, used, doc_id, mem, events.now_ms())
-            if target is None or target not in assign_topics:
-                await emit(completions, req.namespace, ActivationCompleted(
-                    activation_id=req.activation_id, namespace=req.namespace, rejected_status=503,
-                    rejected="No invokers available.",
-                ))
-                continue
-            key = balancer.slot_key(target, event.message.partition)
-            slots[key] = int(slots.get(key, 0)) + mem
-            assigned.mark(req.activation_id, events.now_ms())
-            await emit(assign_topics[target], req.namespace, ActivationAssigned(invoker=target, request=req))
+            await start(req, part)
 
     @app.agent(completions, concurrency=1)
     async def settle(stream: Any) -> None:
@@ -175,18 +159,20 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             ev = _decode(event.value)
             if not isinstance(ev, ActivationCompleted):
                 continue
-            if ev.rejected_status is None and ev.invoker is None:
-                continue  # a trigger/sequence record (streams.rules, api.compositions): it held no slot
-            if ev.rejected_status is None or ev.rejected_status == 503:
-                holds.release(ev.namespace, ev.activation_id)
-            if ev.invoker is not None:
-                key = balancer.slot_key(ev.invoker, event.message.partition)
-                slots[key] = max(0, int(slots.get(key, 0)) - ev.memory_mb)
+            dog.completed(ev.activation_id)
+            if ev.invoker is not None:  # rejections, triggers' and sequences' records held nothing
+                (await states.partition(event.message.partition)).completed(ev.activation_id)
 
-    rules.register(app, {"entities": entities, "throttles": throttles}, views, assigned.seen, holds,
-                   {"fires": topic(t.fires), "authorized": authorized, "completions": completions,
-                    "compositions": topic(t.compositions)})
-    watchdog.register(app, [t.invoker(i) for i in range(MAX_INVOKERS)], completions, views.invokers, emit, owned)
+    @app.timer(interval=watchdog.SWEEP_EVERY_S)
+    async def sweep() -> None:
+        mine = owned()
+        for n in mine:  # a partition taken over from a dead worker is watched before its first new event
+            await states.partition(n)
+        for done in dog.due(states.inflight(), mine, events.now_ms()):
+            await emit(completions, done.namespace, done)
+
+    rules.register(app, entities, views, states, start,
+                   {"fires": topic(t.fires), "completions": completions, "compositions": topic(t.compositions)})
     return app
 
 

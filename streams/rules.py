@@ -1,8 +1,8 @@
 """Trigger fire -> rules: the rule-matching agent and its pure decision.
 
 For each TriggerFired the agent checks the fires-per-minute throttle, then admits one non-blocking activation per
-active rule (as the trigger owner, with the action throttles, exactly as `authorize` would) straight onto the
-authorized topic, and answers on completions with the trigger's activation record (its logs hold one JSON line per
+active rule (as the trigger owner, with the action throttles, exactly as `admit` would) and sends it straight to
+an invoker, and answers on completions with the trigger's activation record (its logs hold one JSON line per
 rule), or a rejection: 204 no active rule, 404 no such trigger, 429 throttled. The trigger doc comes from the
 `entities` table that `decide_entities` keeps in this same worker, so a rule disabled a moment ago is already seen.
 Sequences and conductors run in the API: a rule on one goes on the compositions topic, which one API process runs.
@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import orjson
 
-from contracts import events
-from contracts.events import ActivationAuthorized, ActivationCompleted, ActivationRequested, TriggerFired
+from contracts import entities, events
+from contracts.events import ActivationCompleted, ActivationRequested, TriggerFired
 from streams import throttle
+from streams.admission import Admission, Partition
 from streams.entities.logic import merge_parameters
 from streams.views import Views
 
@@ -95,11 +96,10 @@ def rule_activation_id(fire_id: str, rule: str) -> str:
 
 def decide_fire(
     ev: TriggerFired, lookup: Lookup, subject: Doc | None, fire_state: Doc | None, throttle_state: Doc | None,
-    now_ms: int, assigned: Callable[[str], bool] = lambda _: False, held: Callable[[str], bool] = lambda _: False,
+    now_ms: int, assigned: Callable[[str], bool] = lambda _: False,
 ) -> FireOutcome:
     """The trigger's record and the activations to start. For a fire seen again after a crash, `assigned` tells
-    which ids already went to an invoker (logged as before, not sent again) and `held` which were admitted
-    already (sent again, not counted again)."""
+    which ids were decided already (logged as before, not sent again)."""
     def reject(status: int, msg: str, **kw: Any) -> FireOutcome:
         return FireOutcome(ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace,
                                                rejected_status=status, rejected=msg), **kw)
@@ -134,7 +134,7 @@ def decide_fire(
             continue
         composition = action.get("exec", {}).get("kind") == "sequence" or _truthy(_annotation(action, "conductor"))
         # A composition's components are throttled one by one when the API runs them (as for a direct invoke).
-        st, refusal = (st, None) if composition else throttle.admit(st, limits, now_ms, held(aid))
+        st, refusal = (st, None) if composition else throttle.admit(st, limits, now_ms)
         if refusal:
             lines.append(_log_line(rule_key, action_name, None, refusal, 1))
             continue
@@ -144,7 +144,8 @@ def decide_fire(
         if ev.headers:
             params["__ow_headers"] = ev.headers
         req = ActivationRequested(
-            activation_id=aid, namespace=ev.namespace, subject=ev.subject, action=action, params=params,
+            activation_id=aid, namespace=ev.namespace, subject=ev.subject, action=entities.action_ref(action),
+            params=params,
             transaction_id=ev.transaction_id, at=now_ms,
         )
         (compositions if composition else admitted).append(req)
@@ -170,14 +171,13 @@ def _truthy(v: Any) -> bool:
 # --- agent --------------------------------------------------------------------------------------------------
 
 
-def register(app: Any, tables: dict[str, Any], views: Views, assigned: Callable[[str], bool],
-             holds: throttle.Holds, topics: dict[str, Any]) -> None:
-    """Add the rule-matching agent to the streams app (tables: entities, throttles). Fires are keyed by the
-    trigger's namespace, so its trigger, throttles and fire counts are this worker's; a rule's action in another
-    namespace (a shared package) comes from the entity view."""
-    entities, throttles = tables["entities"], tables["throttles"]
+def register(app: Any, entities_table: Any, views: Views, states: Admission,
+             start: Callable[[ActivationRequested, Partition], Awaitable[None]], topics: dict[str, Any]) -> None:
+    """Add the rule-matching agent to the streams app. Fires are keyed by the trigger's namespace, so its trigger,
+    throttles and fire counts are this worker's; a rule's action in another namespace (a shared package) comes
+    from the entity view. `start` places an admitted activation and sends it to its invoker."""
     fires_table = app.Table("fires", default=None)
-    authorized, completions = topics["authorized"], topics["completions"]
+    completions = topics["completions"]
 
     @app.agent(topics["fires"], concurrency=1)
     async def match_rules(stream: Any) -> None:
@@ -190,19 +190,18 @@ def register(app: Any, tables: dict[str, Any], views: Views, assigned: Callable[
                 continue
             if not isinstance(ev, TriggerFired):
                 continue
+            part = await states.partition(event.message.partition)
             subject = await views.subject(ev.subject, ev.namespace)
             decide = partial(decide_fire, ev, subject=subject, fire_state=fires_table.get(ev.namespace),
-                             throttle_state=throttles.get(ev.namespace), now_ms=events.now_ms(),
-                             assigned=assigned, held=holds.held)
-            out = await views.decided(ev.namespace, entities.get, decide)
+                             throttle_state=part.throttle_state(ev.namespace), now_ms=events.now_ms(),
+                             assigned=part.seen)
+            out = await views.decided(ev.namespace, entities_table.get, decide)
             if out.fire_state is not None:
                 fires_table[ev.namespace] = out.fire_state
-            if out.admitted:
-                throttles[ev.namespace] = out.throttle_state
+            if out.throttle_state is not None:
+                part.count(ev.namespace, out.throttle_state)
             for req in out.admitted:
-                holds.take(req.namespace, req.activation_id, event.message.partition, req.action, req.at)
-                await authorized.send(key=req.namespace.encode(),
-                                      value=events.encode(ActivationAuthorized(request=req)))
+                await start(req, part)
             for req in out.compositions:
                 await topics["compositions"].send(key=req.namespace.encode(), value=events.encode(req))
             await completions.send(key=ev.namespace.encode(), value=events.encode(out.completion))

@@ -1,7 +1,7 @@
 """Dead-invoker watchdog: every assigned activation ends with exactly one final record.
 
-OpenWhisk drops an invoker's in-flight activations when it dies and writes no record (spec 0.1). Here a Faust
-table tracks assigned-but-not-completed activations per invoker, from the assignment and completion events.
+OpenWhisk drops an invoker's in-flight activations when it dies and writes no record (spec 0.1). Here admission
+(streams/admission.py) knows the assigned-but-not-completed activations of its partitions, from the log.
 When an invoker has missed its pings for DEAD_AFTER_MS, or an activation outlives its time limit by
 DEADLINE_GRACE_MS, the watchdog emits an ActivationCompleted with a "whisk internal error" record (statusCode 3).
 Execution stays at most once: nothing is retried; a late real completion replaces the record (last wins).
@@ -10,12 +10,11 @@ Execution stays at most once: nothing is retried; a late real completion replace
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from contracts import events
 from contracts.events import ActivationAssigned, ActivationCompleted
-from streams.views import LogView
+from contracts.logview import LogView
 
 log = logging.getLogger("streams.watchdog")
 Json = dict[str, Any]
@@ -100,87 +99,27 @@ def error_completion(activation_id: str, e: Json, reason: str, now_ms: int) -> A
                                record=rec, memory_mb=int(e["memory"]))
 
 
-ASSIGNED_KEEP_MS = 15 * 60_000  # far longer than a worker restart plus its uncommitted window (~3 s)
-PRUNE_EVERY = 1000
+class Watchdog:
+    """Closes the in-flight activations of dead invokers, and those long past their deadline, once each."""
 
+    def __init__(self, invokers: LogView) -> None:
+        self.invokers = invokers
+        self.closing: set[str] = set()  # emitted, not yet seen back on completions (one close per activation)
+        self.started: int | None = None
 
-def expired(assigned: Iterable[tuple[str, Any]], now_ms: int) -> list[str]:
-    """Ids assigned more than ASSIGNED_KEEP_MS ago (no re-read can reach them any more).
+    def completed(self, activation_id: str) -> None:
+        self.closing.discard(activation_id)
 
-    >>> expired([("a", 0), ("b", ASSIGNED_KEEP_MS)], ASSIGNED_KEEP_MS + 1)
-    ['a']
-    """
-    return [k for k, at in assigned if at is not None and now_ms - int(at) > ASSIGNED_KEEP_MS]
-
-
-class Assigned:
-    """Activation ids the balancer assigned, in a changelogged table written by the `balance` agent itself: an
-    authorized event re-read after a worker crash (Faust is at-least-once) is not assigned a second time, possibly
-    to another invoker, which would run it twice. Only narrows the window: the table's changelog write and the
-    assignment are separate sends, and a crash can land between them."""
-
-    def __init__(self, app: Any) -> None:
-        self.table = app.Table("assigned", default=None)
-        self.marked = 0
-
-    def seen(self, activation_id: str) -> bool:
-        return self.table.get(activation_id) is not None
-
-    def mark(self, activation_id: str, now_ms: int) -> None:
-        self.table[activation_id] = now_ms
-        self.marked += 1
-        if self.marked % PRUNE_EVERY == 0:  # inside the agent, so the deletes reach the changelog
-            for k in expired(list(self.table.items()), now_ms):
-                self.table.pop(k, None)
-
-
-Emit = Callable[[Any, str, events.Event], Awaitable[None]]
-
-
-def register(app: Any, assignment_topics: Iterable[str], completions: Any, invokers: LogView, emit: Emit,
-             owned: Callable[[], set[int]]) -> None:
-    """Agents and a timer on the worker `app`: track in-flight ids, close those of dead invokers. Assignment and
-    completion events are keyed by namespace, so an activation's entry lives on one partition from start to end."""
-    inflight = app.Table("inflight", default=None)
-    assigned = app.topic(*assignment_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
-                         value_serializer="raw")
-    finished = app.topic(completions.get_topic_name(), key_type=bytes, value_type=bytes, key_serializer="raw",
-                         value_serializer="raw")
-    closing: set[str] = set()  # emitted, not yet seen back on completions (avoids a second close per sweep)
-    started: list[int] = []
-
-    @app.agent(assigned, concurrency=1)
-    async def watch_assigned(stream: Any) -> None:
-        async for event in stream.events():
-            ev = _decode(event.value)
-            if isinstance(ev, ActivationAssigned):
-                inflight[ev.request.activation_id] = entry(ev, event.message.partition)
-
-    @app.agent(finished, concurrency=1)
-    async def watch_completed(stream: Any) -> None:
-        async for raw in stream:
-            ev = _decode(raw)
-            if isinstance(ev, ActivationCompleted):
-                closing.discard(ev.activation_id)
-                if ev.activation_id in inflight:  # rejections were never assigned
-                    inflight.pop(ev.activation_id, None)
-
-    @app.timer(interval=SWEEP_EVERY_S)
-    async def sweep() -> None:
-        if not invokers.ready.is_set():  # until the health view is loaded every invoker would look silent
-            return
-        now = events.now_ms()
-        if not started:
-            started.append(now)
-        current = {k: v for k, v in inflight.items() if v and k not in closing}
-        for aid, reason in orphans(current, dict(invokers.data), now, started[0], owned()):
-            closing.add(aid)
+    def due(self, inflight: Mapping[str, Json], partitions: set[int], now_ms: int) -> list[ActivationCompleted]:
+        """The error records to emit now for the given partitions' in-flight activations."""
+        if not self.invokers.ready.is_set():  # until the health view is loaded every invoker would look silent
+            return []
+        if self.started is None:
+            self.started = now_ms
+        current = {k: v for k, v in inflight.items() if k not in self.closing}
+        out = []
+        for aid, reason in orphans(current, dict(self.invokers.data), now_ms, self.started, partitions):
+            self.closing.add(aid)
             log.warning("closing activation %s (invoker%s, %s)", aid, current[aid]["invoker"], reason)
-            await emit(completions, current[aid]["namespace"], error_completion(aid, current[aid], reason, now))
-
-
-def _decode(raw: bytes) -> events.Event | None:
-    try:
-        return events.decode(raw)
-    except events.DecodeError:
-        return None
+            out.append(error_completion(aid, current[aid], reason, now_ms))
+        return out

@@ -204,7 +204,7 @@ def namespaces(prefix: str, partitions: int) -> list[str]:
 
 
 def owners(settings: Settings) -> list[set[int]]:
-    """The partitions of the authorized topic each member of the streams consumer group holds."""
+    """The partitions of the invocations topic each member of the streams consumer group holds."""
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
@@ -219,7 +219,7 @@ def owners(settings: Settings) -> list[set[int]]:
             resp = await admin.describe_consumer_groups([f"{settings.prefix}-streams"])
         finally:
             await admin.close()
-        topic = Topics(settings.prefix).authorized
+        topic = Topics(settings.prefix).invocations
         out = []
         for group in resp[0].groups:
             for member in group[5]:

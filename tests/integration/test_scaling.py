@@ -65,7 +65,7 @@ def test_both_workers_hold_partitions(two_workers: Stack) -> None:
     assert sorted(len(s) for s in split) == [2, 2], split
 
 
-def test_every_namespace_is_decided_authorized_and_released_on_its_worker(tenants: dict[str, Client]) -> None:
+def test_every_namespace_is_decided_admitted_and_released_on_its_worker(tenants: dict[str, Client]) -> None:
     for c in tenants.values():
         assert c.put("actions/echo", {"exec": {"kind": "python:3", "code": ECHO}}).status_code == 200
         again = c.put("actions/echo", {"exec": {"kind": "python:3", "code": ECHO}})

@@ -59,13 +59,13 @@ def test_invoker_id_from_map_or_stable_hash() -> None:
 
 
 def test_init_topics_cover_every_topic() -> None:
-    from streams.app import MAX_INVOKERS
+    from contracts.topics import MAX_INVOKERS
 
     k = _k8s_init()
     assert k.MAX_INVOKERS == MAX_INVOKERS
     names = k.topic_names("p")
     t = Topics("p")
-    for name in (t.commands, t.entities, t.subjects, t.access, t.invocations, t.authorized, t.completions,
+    for name in (t.commands, t.entities, t.subjects, t.access, t.invocations, t.completions,
                  t.health, t.progress, t.deadletter, t.invoker(0), t.invoker(MAX_INVOKERS - 1)):
         assert name in names
     assert t.feed_state not in names  # compacted: the feed service creates it with its configs

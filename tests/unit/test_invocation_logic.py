@@ -9,13 +9,14 @@ import pytest
 
 from invoker import outcome, pool, runner
 from invoker.containers import HttpResult, limit_lines
-from streams import balancer, throttle
+from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested
+from streams import admission, balancer, throttle
 
 MIN = 60000
 
 
 def test_doctests() -> None:
-    for mod in (throttle, balancer, runner, outcome):
+    for mod in (throttle, balancer, admission, runner, outcome):
         assert doctest.testmod(mod).failed == 0
     import invoker.containers as containers
 
@@ -25,84 +26,98 @@ def test_doctests() -> None:
 # --- throttles ---------------------------------------------------------------------------------------------
 
 
+def _req(aid: str, at: int = 0, ns: str = "ns", memory: int = 256, timeout: int = 1000) -> ActivationRequested:
+    return ActivationRequested(activation_id=aid, namespace=ns, subject="s", at=at, params={},
+                               action={"namespace": ns, "name": "a", "limits": {"memory": memory, "timeout": timeout}})
+
+
+def _admit(p: admission.Partition, aid: str, lim: dict[str, Any], now: int, invoker: int = 0) -> str | None:
+    """What the admit agent does with one invocation, minus the I/O: admitted ones are assigned."""
+    refusal = p.admit(_req(aid, now), lim, now)
+    if refusal is None:
+        p.assigned(ActivationAssigned(invoker=invoker, request=_req(aid, now), at=now))
+    else:
+        p.refused(aid, now)
+    return refusal
+
+
 def test_rate_counts_refused_attempts_too() -> None:
     lim = {"invocationsPerMinute": 3}
-    st: dict[str, Any] | None = None
+    p = admission.Partition(0)
     msgs = []
-    for _ in range(5):
-        st, msg = throttle.admit(st, lim, 5 * MIN + 10)
-        msgs.append(msg)
-        if msg is None:
-            st = throttle.release(st)
+    for i in range(5):
+        msgs.append(_admit(p, f"a{i}", lim, 5 * MIN + 10))
+        p.completed(f"a{i}")
     assert msgs[:3] == [None, None, None]
     assert msgs[3] == "Too many requests in the last minute (count: 4, allowed: 3)."
     assert msgs[4] == "Too many requests in the last minute (count: 5, allowed: 3)."
-    st, msg = throttle.admit(st, lim, 6 * MIN)  # a new wall-clock minute
-    assert msg is None and st["count"] == 1
+    assert _admit(p, "b", lim, 6 * MIN) is None  # a new wall-clock minute
+    assert p.minutes["ns"]["count"] == 1
 
 
 def test_concurrency_counts_in_flight() -> None:
     lim = {"concurrentInvocations": 1}
-    st, msg = throttle.admit(None, lim, 0)
-    assert msg is None and st["inflight"] == 1
-    st, msg = throttle.admit(st, lim, 1)
-    assert msg == "Too many concurrent requests in flight (count: 1, allowed: 1)."
-    st = throttle.release(st)
-    assert throttle.admit(st, lim, 2)[1] is None
+    p = admission.Partition(0)
+    assert _admit(p, "a", lim, 0) is None and p.per_ns["ns"] == 1
+    assert _admit(p, "b", lim, 1) == "Too many concurrent requests in flight (count: 1, allowed: 1)."
+    p.completed("a")
+    assert _admit(p, "c", lim, 2) is None
 
 
 def test_default_limits() -> None:
-    st = None
-    for _ in range(60):
-        st, msg = throttle.admit(st, {}, 0)
-        assert msg is None
-        st = throttle.release(st)
-    assert throttle.admit(st, {}, 0)[1] == "Too many requests in the last minute (count: 61, allowed: 60)."
+    p = admission.Partition(0)
+    for i in range(60):
+        assert _admit(p, f"a{i}", {}, 0) is None
+        p.completed(f"a{i}")
+    assert _admit(p, "x", {}, 0) == "Too many requests in the last minute (count: 61, allowed: 60)."
 
 
-class _App:
-    """Faust's app.Table, as a dict: Holds only reads and writes keys."""
-
-    @staticmethod
-    def Table(name: str, default: Any = None) -> dict[str, Any]:
-        return {}
-
-
-def test_holds_count_each_activation_once() -> None:
-    """A worker that re-reads events after a crash admits or releases the same ids again: nothing changes."""
-    throttles: dict[str, Any] = {}
-    holds = throttle.Holds(_App(), throttles)
+def test_each_activation_counts_once() -> None:
+    """Assignments and completions read twice (a worker re-reading after a crash, a rebuild overlapping the
+    agents) change nothing."""
     lim = {"concurrentInvocations": 2, "invocationsPerMinute": 1000}
-    action = {"limits": {"timeout": 1000}}
-
-    def admit(aid: str, now: int) -> str | None:
-        st, msg = throttle.admit(throttles.get("ns"), lim, now, holds.held(aid))
-        throttles["ns"] = st
-        if msg is None:
-            holds.take("ns", aid, 0, action, now)
-        return msg
-
-    assert admit("a", 0) is None and admit("a", 1) is None  # the same invocation, read again
-    assert throttles["ns"]["inflight"] == 1
-    holds.release("ns", "a")
-    holds.release("ns", "a")  # its completion, read twice
-    assert throttles["ns"]["inflight"] == 0
-    assert admit("b", 2) is None and admit("c", 3) is None
-    assert admit("b", 4) is None  # already held: not a third one
-    assert admit("d", 5) == "Too many concurrent requests in flight (count: 2, allowed: 2)."
+    p = admission.Partition(0)
+    assert _admit(p, "a", lim, 0) is None and p.seen("a")
+    p.assigned(ActivationAssigned(invoker=0, request=_req("a"), at=0))
+    assert p.per_ns["ns"] == 1 and p.used[0] == 256
+    p.completed("a")
+    p.completed("a")
+    assert p.per_ns["ns"] == 0 and p.used[0] == 0
+    assert _admit(p, "b", lim, 2) is None and _admit(p, "c", lim, 3) is None
+    assert _admit(p, "d", lim, 5) == "Too many concurrent requests in flight (count: 2, allowed: 2)."
 
 
-def test_a_hold_whose_release_never_came_expires() -> None:
-    throttles: dict[str, Any] = {"ns": {"minute": 0, "count": 1, "inflight": 1}}
-    holds = throttle.Holds(_App(), throttles)
-    holds.take("ns", "lost", 3, {"limits": {"timeout": 1000}}, 0)
-    until = 1000 + throttle.HOLD_GRACE_MS
-    holds.prune(3, until)  # not yet past
-    holds.prune(2, until + throttle.PRUNE_EVERY_MS + 1)  # another partition's: not this one's to free
-    assert holds.held("lost") and throttles["ns"]["inflight"] == 1
-    holds.prune(3, until + throttle.PRUNE_EVERY_MS + 1)
-    assert not holds.held("lost") and throttles["ns"]["inflight"] == 0
+def test_rebuild_from_the_log_gives_the_state_the_agents_kept() -> None:
+    """State kept live and state rebuilt from the same assignments and completions agree: nothing else is
+    needed to recover (no changelog)."""
+    lim = {"concurrentInvocations": 3, "invocationsPerMinute": 5}
+    live = admission.Partition(0)
+    log: list[Any] = []
+    now = 10 * MIN
+    for i in range(8):
+        aid = f"a{i}"
+        refusal = live.admit(_req(aid, now + i), lim, now + i)
+        if refusal is None:
+            ev = ActivationAssigned(invoker=i % 2, request=_req(aid, now + i), at=now + i)
+            live.assigned(ev)
+            log.append(ev)
+        else:
+            live.refused(aid, now + i)
+            log.append(ActivationCompleted(activation_id=aid, namespace="ns", rejected_status=429, rejected=refusal,
+                                           at=now + i))
+        if i % 3 == 0 and refusal is None:
+            live.completed(aid)
+            log.append(ActivationCompleted(activation_id=aid, namespace="ns", invoker=i % 2, record={}, at=now + i))
+    back = admission.rebuild(0, reversed(log), now + 100)  # order across topics is not kept
+    assert back.inflight == live.inflight and back.per_ns == live.per_ns and back.used == live.used
+    assert back.minutes == live.minutes and set(back.decided) == set(live.decided)
 
+
+def test_decided_ids_are_forgotten_after_the_window() -> None:
+    p = admission.Partition(0)
+    p.refused("old", 0)
+    p.prune(admission.WINDOW_MS + admission.PRUNE_EVERY_MS + 1)
+    assert not p.seen("old")
 
 
 # --- balancer ----------------------------------------------------------------------------------------------

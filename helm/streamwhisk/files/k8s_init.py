@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-MAX_INVOKERS = 16  # streams.app.MAX_INVOKERS; kept here so invoker-id needs no Kafka client imports
+MAX_INVOKERS = 16  # contracts.topics.MAX_INVOKERS; kept here so invoker-id needs no Kafka client imports
 
 
 def invoker_id(node: str, ids: dict[str, int], max_invokers: int = MAX_INVOKERS) -> int:
