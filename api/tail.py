@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.views import DocCache
@@ -93,11 +94,34 @@ class Tail:
                 log.warning("tail fetch failed, retrying: %r", e)
                 await asyncio.sleep(0.5)
                 continue
-            for m, ev in bus.decoded(batch):
-                self._on(ev, m.partition, m.offset)
+            for msgs in batch.values():
+                for m in msgs:
+                    self._on_raw(m.value, m.topic, m.partition, m.offset)
             if any(tp.topic == self.t.progress for tp in batch):
                 async with self._progress_changed:
                     self._progress_changed.notify_all()
+
+    def _on_raw(self, raw: bytes | None, topic: str, partition: int, offset: int) -> None:
+        """Activation events are read only as far as their ids, and built only when a request waits on them:
+        every assignment and completion of the platform passes here."""
+        try:
+            d = orjson.loads(raw or b"")
+            kind = d.get("type") if isinstance(d, dict) else None
+            if kind == ActivationAssigned.TYPE:
+                _resolve(self.admissions, d["request"]["activation_id"], True)  # admitted: a 202 answers now
+                return
+            if kind == ActivationCompleted.TYPE:
+                aid = d["activation_id"]
+                self.completion_pos[aid] = (partition, offset)
+                if len(self.completion_pos) > 100_000:
+                    self.completion_pos.popitem(last=False)
+                if aid not in self.admissions and aid not in self.completions:
+                    return
+            ev = events.from_dict(d)
+        except (orjson.JSONDecodeError, events.DecodeError, KeyError, TypeError) as e:
+            log.warning("skipping undecodable event at %s:%d@%d: %s", topic, partition, offset, e)
+            return
+        self._on(ev, partition, offset)
 
     def _on(self, ev: events.Event, partition: int, offset: int) -> None:
         if isinstance(ev, SubjectKeyAdded):
@@ -115,12 +139,7 @@ class Tail:
                 for doc_id, doc in ev.writes:
                     self.doc_cache.decided(doc_id, doc)
             _resolve(self.decisions, ev.request_id, (ev, partition, offset))
-        elif isinstance(ev, ActivationAssigned):  # admitted: a non-blocking invoke answers 202 now
-            _resolve(self.admissions, ev.request.activation_id, True)
         elif isinstance(ev, ActivationCompleted):
-            self.completion_pos[ev.activation_id] = (partition, offset)
-            if len(self.completion_pos) > 100_000:
-                self.completion_pos.popitem(last=False)
             _resolve(self.admissions, ev.activation_id, ev.rejected_status is None)
             _resolve(self.completions, ev.activation_id, ev)
         elif isinstance(ev, ProjectionProgress):

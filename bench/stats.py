@@ -46,19 +46,22 @@ def parse_wrk(stdout: str) -> dict[str, Any]:
 def hop_split(trace: dict[str, float]) -> dict[str, float]:
     """Per-hop durations (ms) of one traced activation, from wall-clock stamps in ms.
 
-    Keys: sent (client), requested (API produced to invocations), authorized (Faust produced), assigned
-    (Faust produced to the invoker topic), start/end (invoker, around the container call), completed
-    (invoker produced), received (client got the answer).
+    Keys: sent (client), requested (API produced to invocations), authorized (Faust produced; only where
+    admission has two hops: older code), assigned (Faust produced to the invoker topic), start/end (invoker,
+    around the container call), completed (invoker produced), received (client got the answer).
     """
     order = [
         ("client→API produce", "sent", "requested"),
         ("invocations→authorize→produce", "requested", "authorized"),
         ("authorized→balance→produce", "authorized", "assigned"),
+        ("invocations→admit→invoker topic", "requested", "assigned"),  # one-hop admission (no authorized)
         ("invoker topic→container start", "assigned", "start"),
         ("container run + logs", "start", "end"),
         ("end→completion produced", "end", "completed"),
         ("completions→API→client", "completed", "received"),
     ]
+    if "authorized" in trace:  # two-hop admission: the two hops above instead of the one-hop row
+        order = [hop for hop in order if hop[1:] != ("requested", "assigned")]
     return {name: trace[b] - trace[a] for name, a, b in order if a in trace and b in trace}
 
 

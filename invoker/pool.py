@@ -57,4 +57,5 @@ class Pool:
         return [s for s in self.slots.values() if not s.busy and s.key is not None and s.last_used < older_than]
 
     def warm_action_ids(self) -> list[str]:
-        return sorted({s.key[1] for s in self.slots.values() if s.key is not None})
+        """One entry per initialised container (an action with three has three): the balancer counts them."""
+        return sorted(s.key[1] for s in self.slots.values() if s.key is not None)

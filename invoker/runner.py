@@ -1,7 +1,8 @@
 """The invoker: consume this invoker's assignment topic, run each activation in a container, emit completions.
 
-Delivery is at-most-once, as in OpenWhisk: the assignment offset is committed when the activation starts, so a
-crashed invoker never runs an activation twice (the balancer's health tracking routes new work elsewhere).
+Delivery is at-most-once, as in OpenWhisk: a restarted invoker never runs work assigned before it started, and a
+running one remembers the ids it started, so nothing runs twice (the balancer's health tracking routes new work
+elsewhere; the watchdog closes what was lost). Offsets are committed once a second, only to say where to resume.
 
 Tunables (environment):
 - WSK_INVOKER_PAUSE_GRACE_S (10): an idle warm container is paused after this; unpaused on its next activation.
@@ -40,6 +41,7 @@ IMAGES = {"python:3": "streamwhisk/action-python:latest", "nodejs:18": "streamwh
 PAUSE_GRACE_S = float(os.environ.get("WSK_INVOKER_PAUSE_GRACE_S", "10"))
 IDLE_REMOVE_S = float(os.environ.get("WSK_INVOKER_IDLE_REMOVE_S", "600"))
 PING_EVERY_S = 1.0
+COMMIT_EVERY_S = 1.0  # at most once needs no commit per activation: a restart skips what came before it
 PROVISION_ERROR = "Failed to provision resources to run the action."
 
 
@@ -318,6 +320,7 @@ class Invoker:
               asyncio.create_task(self.codes.run())]
         await self.prewarm()
         log.info("invoker %d ready", self.index)
+        committed = 0.0
         try:
             while stop is None or not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200)
@@ -334,9 +337,10 @@ class Invoker:
                     if len(started_ids) > 100_000:
                         started_ids.popitem(last=False)
                     self._spawn(self.handle(ev.request))
-                if batch:
+                if batch and time.monotonic() - committed > COMMIT_EVERY_S:
+                    committed = time.monotonic()
                     try:
-                        await consumer.commit()  # at-most-once: committed once the activations are started
+                        await consumer.commit()  # where a restart resumes; what it re-reads is stale (above)
                     except KafkaError as e:  # e.g. the group rebalanced during a broker restart
                         log.warning("offset commit failed: %r", e)
         finally:

@@ -5,11 +5,14 @@ import asyncio
 import sys
 
 import faust
+import uvloop
 
 from contracts import bus
 from contracts.settings import load
 from contracts.topics import Topics
 from streams.app import create_app
+
+uvloop.install()  # the event loop of every component: less CPU per event than asyncio's own
 
 parser = argparse.ArgumentParser(prog="python -m streams")
 parser.add_argument("--id", type=int, default=0, help="worker number (names its data folder)")

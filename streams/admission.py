@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from contracts import bus, events
 from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested
@@ -46,6 +48,7 @@ class Partition:
     inflight: dict[str, Json] = field(default_factory=dict)  # activation id -> watchdog.entry
     per_ns: Counter[str] = field(default_factory=Counter)  # in-flight activations per namespace
     used: Counter[int] = field(default_factory=Counter)  # in-flight memory (MB) per invoker
+    running: Counter[tuple[int, str]] = field(default_factory=Counter)  # in flight per (invoker, action doc id)
     minutes: dict[str, Json] = field(default_factory=dict)  # namespace -> {minute, count}: the rate window
     decided: dict[str, int] = field(default_factory=dict)  # ids admitted or refused -> when (kept WINDOW_MS)
     pruned: int = 0
@@ -74,6 +77,7 @@ class Partition:
         self.inflight[aid] = e
         self.per_ns[e["namespace"]] += 1
         self.used[e["invoker"]] += e["memory"]
+        self.running[e["invoker"], _doc_id(e)] += 1
 
     def refused(self, activation_id: str, at: int) -> None:
         self.decided[activation_id] = at
@@ -82,10 +86,14 @@ class Partition:
         e = self.inflight.pop(activation_id, None)
         if e is None:  # a rejection, a trigger's or a sequence's record, or a repeat
             return
-        self.per_ns[e["namespace"]] -= 1
+        ns, run = e["namespace"], (e["invoker"], _doc_id(e))
+        self.per_ns[ns] -= 1
         self.used[e["invoker"]] -= e["memory"]
-        if self.per_ns[e["namespace"]] <= 0:
-            del self.per_ns[e["namespace"]]
+        self.running[run] -= 1
+        if self.per_ns[ns] <= 0:
+            del self.per_ns[ns]
+        if self.running[run] <= 0:
+            del self.running[run]
 
     def prune(self, now_ms: int) -> None:
         if now_ms - self.pruned < PRUNE_EVERY_MS:
@@ -94,6 +102,10 @@ class Partition:
         old = [a for a, at in self.decided.items() if now_ms - at > WINDOW_MS]
         for a in old:
             del self.decided[a]
+
+
+def _doc_id(entry: Json) -> str:
+    return f"{entry['action']['namespace']}/{entry['action']['name']}"
 
 
 def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int) -> Partition:
@@ -122,7 +134,7 @@ def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int) -> Par
             if ev.rejected_status is None:
                 continue
             p.refused(ev.activation_id, ev.at)
-            if ev.rejected_status != 429:
+            if ev.rejected_status not in (429, 503):  # 503: admitted, then no invoker; 403: never counted
                 continue
             counted, ns = ev.at, ev.namespace
         else:
@@ -135,19 +147,22 @@ def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int) -> Par
     return p
 
 
-async def read_partition(bootstrap: str, topics: Topics, number: int, since_ms: int) -> list[events.Event]:
-    """The assignments and completions of one partition number from `since_ms` to the log end as of now."""
+async def read_partition(bootstrap: str, topics: Topics, number: int, since_ms: int) -> tuple[list[events.Event], int]:
+    """The assignments and completions of one partition number from `since_ms` to the log end as of now, and
+    that end's offset in the completions partition (where following it goes on)."""
     c = bus.consumer(bootstrap, group=None)
     await c.start()
     try:
         tps = [TopicPartition(t, number) for t in (topics.completions, *topics.assignments())]
+        c.assign(tps)  # one metadata request for all the topics (offsets_for_times would ask topic by topic)
         starts = await c.offsets_for_times({tp: since_ms for tp in tps})
         ends = await c.end_offsets(tps)
         todo = {tp: ends[tp] for tp in tps if starts.get(tp) is not None and starts[tp].offset < ends[tp]}
-        c.assign(list(todo))  # partitions with nothing in the window are not read
-        for tp in todo:
-            c.seek(tp, starts[tp].offset)
         out: list[events.Event] = []
+        if todo:
+            c.assign(list(todo))  # partitions with nothing in the window are not read
+            for tp in todo:
+                c.seek(tp, starts[tp].offset)
         while todo:
             batch = await c.getmany(*todo, timeout_ms=500)
             for m, ev in bus.decoded(batch, "admission log event"):
@@ -157,18 +172,24 @@ async def read_partition(bootstrap: str, topics: Topics, number: int, since_ms: 
             for tp in list(todo):
                 if await c.position(tp) >= todo[tp]:
                     del todo[tp]
-        return out
+        return out, ends[TopicPartition(topics.completions, number)]
     finally:
         await c.stop()
 
 
 class Admission:
-    """The partitions' states of one worker: each built on first use after the worker took the partition."""
+    """The partitions' states of one worker: each built on first use after the worker took the partition, then
+    kept current by the worker's own assignments and by following the partition's completions from where the
+    rebuild stopped (a plain consumer: nothing to commit, the state is rebuilt from the log anyway)."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
-        self.bootstrap, self.topics = bootstrap, topics
+    def __init__(self, bootstrap: str, topics: Topics, on_completed: Callable[[str], None]) -> None:
+        self.bootstrap, self.topics, self.on_completed = bootstrap, topics, on_completed
         self.parts: dict[int, Partition] = {}
         self._loading: dict[int, asyncio.Task[Partition]] = {}
+        self._follow: dict[int, int | None] = {}  # partition -> offset to start at (None: being followed)
+        self._moved = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._read = asyncio.Condition()  # notified after each batch of completions
 
     async def partition(self, number: int) -> Partition:
         p = self.parts.get(number)
@@ -181,8 +202,10 @@ class Admission:
         return await asyncio.shield(task)
 
     async def _load(self, number: int) -> Partition:
-        evs = await read_partition(self.bootstrap, self.topics, number, events.now_ms() - WINDOW_MS)
+        evs, end = await read_partition(self.bootstrap, self.topics, number, events.now_ms() - WINDOW_MS)
         p = self.parts[number] = rebuild(number, evs, events.now_ms())
+        self._follow[number] = end
+        self._moved.set()
         log.info("partition %d: rebuilt from %d log events, %d in flight", number, len(evs), len(p.inflight))
         return p
 
@@ -191,9 +214,75 @@ class Admission:
         come back."""
         for n in numbers:
             self.parts.pop(n, None)
+            self._follow.pop(n, None)
+            self._moved.set()
             task = self._loading.pop(n, None)
             if task is not None:
                 task.cancel()
+
+    async def admit(self, part: Partition, req: ActivationRequested, limits: Json, now_ms: int) -> str | None:
+        """Partition.admit, on a state that has read every completion so far when the namespace looks full: the
+        completion of the caller's previous activation may be a few milliseconds behind its next request."""
+        if part.per_ns[req.namespace] >= throttle.limit(limits, "concurrentInvocations"):
+            await self.caught_up(part.number)
+        return part.admit(req, limits, now_ms)
+
+    async def caught_up(self, number: int, timeout_s: float = 2.0) -> bool:
+        """Wait until the completions of partition `number` are applied up to the log end as of now."""
+        c = self._consumer
+        tp = TopicPartition(self.topics.completions, number)
+        if c is None or number not in self._follow:
+            return False
+        end = (await c.end_offsets([tp]))[tp]
+
+        async def reached() -> None:
+            async with self._read:
+                while self._follow.get(number, 0) is not None or await c.position(tp) < end:
+                    await self._read.wait()
+
+        try:
+            await asyncio.wait_for(reached(), timeout_s)
+            return True
+        except (TimeoutError, KafkaError, AssertionError):  # AssertionError: the partition was just unassigned
+            return False
+
+    async def follow(self) -> None:
+        """Apply the completions of the loaded partitions, until cancelled."""
+        c = self._consumer = bus.consumer(self.bootstrap, group=None)
+        await c.start()
+        try:
+            while True:
+                if self._moved.is_set() and self._follow:  # (an empty assign() can hang aiokafka's fetcher)
+                    self._moved.clear()
+                    tps = {n: TopicPartition(self.topics.completions, n) for n in self._follow}
+                    c.assign(list(tps.values()))
+                    for n, at in self._follow.items():
+                        if at is not None:
+                            c.seek(tps[n], at)
+                            self._follow[n] = None
+                if not self._follow:
+                    self._moved.clear()
+                    await self._moved.wait()
+                    continue
+                try:
+                    batch = await c.getmany(timeout_ms=100)
+                except Exception as e:  # a broker restart must not end it
+                    log.warning("completions: fetch failed, retrying: %r", e)
+                    await asyncio.sleep(0.5)
+                    continue
+                for tp, msgs in batch.items():
+                    p = self.parts.get(tp.partition)
+                    for m in msgs:
+                        aid = finished(m.value)
+                        if aid is not None:
+                            self.on_completed(aid)
+                            if p is not None:
+                                p.completed(aid)
+                async with self._read:
+                    self._read.notify_all()
+        finally:
+            self._consumer = None
+            await c.stop()
 
     def used(self) -> dict[int, int]:
         """Memory in use per invoker over this worker's partitions."""
@@ -205,9 +294,35 @@ class Admission:
     def inflight(self) -> dict[str, Json]:
         return {aid: e for p in self.parts.values() for aid, e in p.inflight.items()}
 
+    def running(self, doc_id: str) -> dict[int, int]:
+        """Activations of one action in flight per invoker, over this worker's partitions."""
+        out: Counter[int] = Counter()
+        for p in self.parts.values():
+            for (inv, d), n in p.running.items():
+                if d == doc_id:
+                    out[inv] += n
+        return dict(out)
 
-def place(req: ActivationRequested, invokers: dict[int, Json], used: dict[int, int], now_ms: int) -> int | None:
+
+def finished(raw: bytes | None) -> str | None:
+    """The activation id of a completion event, read without building the event (records can be large).
+
+    >>> finished(b'{"type": "activation.completed", "activation_id": "a", "record": {}}'), finished(b'{}')
+    ('a', None)
+    """
+    try:
+        d = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(d, dict) or d.get("type") != ActivationCompleted.TYPE:
+        return None
+    aid = d.get("activation_id")
+    return aid if isinstance(aid, str) else None
+
+
+def place(states: Admission, req: ActivationRequested, invokers: dict[int, Json], now_ms: int) -> int | None:
     """The invoker for an admitted activation (None: no healthy invoker)."""
     action = req.action
+    doc_id = f"{action['namespace']}/{action['name']}"
     mem = int(action.get("limits", {}).get("memory", 256))
-    return balancer.schedule(invokers, used, f"{action['namespace']}/{action['name']}", mem, now_ms)
+    return balancer.schedule(invokers, states.used(), doc_id, mem, now_ms, states.running(doc_id))

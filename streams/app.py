@@ -75,12 +75,16 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
 
     entities = app.Table("entities", default=None)
     views = Views(settings.kafka, t.subjects, t.health, t.entities)
-    states = Admission(settings.kafka, t)
     dog = watchdog.Watchdog(views.invokers)
+    states = Admission(settings.kafka, t, dog.completed)
 
     @app.task
     async def follow_views() -> None:
         await views.run()
+
+    @app.task
+    async def follow_completions() -> None:
+        await states.follow()
 
     def owned() -> set[int]:
         """Partition numbers this worker holds now (the same numbers in every topic: co-partitioned)."""
@@ -102,7 +106,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         """Place an admitted activation and send it to its invoker: the one write admission makes."""
         mine = owned()
         inv = balancer.share(dict(views.invokers.data), len(mine), settings.partitions)
-        target = admission.place(req, inv, states.used(), events.now_ms())
+        target = admission.place(states, req, inv, events.now_ms())
         if target is None or target not in assign_topics:
             await reject(req, part, 503, admission.NO_INVOKERS)
             return
@@ -147,21 +151,11 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             if subj is None or subj.get("blocked") or req.namespace not in subj["namespaces"]:
                 await reject(req, part, 403, admission.FORBIDDEN)
                 continue
-            refusal = part.admit(req, subj.get("limits", {}), req.at)
+            refusal = await states.admit(part, req, subj.get("limits", {}), req.at)
             if refusal:
                 await reject(req, part, 429, refusal)
                 continue
             await start(req, part)
-
-    @app.agent(completions, concurrency=1)
-    async def settle(stream: Any) -> None:
-        async for event in stream.events():
-            ev = _decode(event.value)
-            if not isinstance(ev, ActivationCompleted):
-                continue
-            dog.completed(ev.activation_id)
-            if ev.invoker is not None:  # rejections, triggers' and sequences' records held nothing
-                (await states.partition(event.message.partition)).completed(ev.activation_id)
 
     @app.timer(interval=watchdog.SWEEP_EVERY_S)
     async def sweep() -> None:

@@ -1,8 +1,9 @@
 """Pure invoker scheduling, as OpenWhisk's sharding balancer does it, minus the queues.
 
-Each action has a home invoker (hash of namespace + action). We prefer, in order: a healthy invoker that has a
-warm container for the action and free memory; the first invoker with free memory stepping from home by a
-step co-prime to the pool size; else the healthy invoker with the most free memory (it queues the work).
+Each action has a home invoker (hash of namespace + action). We prefer, in order: a healthy invoker with free
+memory and more warm containers for the action than activations of it in flight there (one is likely idle); one
+that has the action warm at all; the first invoker with free memory stepping from home by a step co-prime to the
+pool size; else the healthy invoker with the most free memory (it queues the work).
 """
 
 from __future__ import annotations
@@ -24,19 +25,23 @@ def free_mb(state: dict[str, Any], used: int) -> int:
 
 
 def schedule(
-    invokers: dict[int, dict[str, Any]], used: dict[int, int], action_id: str, memory_mb: int, now_ms: int
+    invokers: dict[int, dict[str, Any]], used: dict[int, int], action_id: str, memory_mb: int, now_ms: int,
+    running: dict[int, int] | None = None,
 ) -> int | None:
-    """Pick an invoker; None when none is healthy.
+    """Pick an invoker; None when none is healthy. `running`: activations of this action in flight per invoker.
 
-    >>> inv = {0: {"seen": 10, "user_memory_mb": 512, "warm": []},
-    ...        1: {"seen": 10, "user_memory_mb": 512, "warm": ["ns/a"]}}
-    >>> schedule(inv, {}, "ns/a", 256, 20)
-    1
+    >>> inv = {0: {"seen": 10, "user_memory_mb": 512, "warm": ["ns/a"]},
+    ...        1: {"seen": 10, "user_memory_mb": 512, "warm": ["ns/a", "ns/a"]}}
+    >>> schedule(inv, {}, "ns/a", 256, 20), schedule(inv, {}, "ns/a", 256, 20, running={0: 1})
+    (0, 1)
     """
     ok = healthy(invokers, now_ms)
     if not ok:
         return None
     fits = [i for i in ok if free_mb(invokers[i], used.get(i, 0)) >= memory_mb]
+    for i in fits:
+        if invokers[i].get("warm", []).count(action_id) > (running or {}).get(i, 0):
+            return i
     for i in fits:
         if action_id in invokers[i].get("warm", []):
             return i

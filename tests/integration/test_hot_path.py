@@ -11,7 +11,6 @@ import io
 import os
 import uuid
 import zipfile
-from typing import Any
 
 import orjson
 import pytest

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested
 from invoker import outcome, pool, runner
 from invoker.containers import HttpResult, limit_lines
-from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested
 from streams import admission, balancer, throttle
 
 MIN = 60000
@@ -111,6 +111,7 @@ def test_rebuild_from_the_log_gives_the_state_the_agents_kept() -> None:
     back = admission.rebuild(0, reversed(log), now + 100)  # order across topics is not kept
     assert back.inflight == live.inflight and back.per_ns == live.per_ns and back.used == live.used
     assert back.minutes == live.minutes and set(back.decided) == set(live.decided)
+    assert back.running == live.running
 
 
 def test_decided_ids_are_forgotten_after_the_window() -> None:
