@@ -194,6 +194,7 @@ class Invoker:
         init_ms: int | None = None
         logs: list[str] = []
         slot: Slot | None = None
+        cold = False
         try:
             if image is None:
                 res = outcome.internal_error(f"The runtime '{kind}' is not available on this invoker.")
@@ -207,7 +208,6 @@ class Invoker:
         end = events.now_ms()
         if slot is not None:
             await self._release(slot, res.keep_container)
-            self._spawn(self.prewarm())
         rec = outcome.record(
             activation_id=req.activation_id, namespace=req.namespace, subject=req.subject, action=action,
             outcome=res, start=start, end=end, requested_at=req.at, init_ms=init_ms, logs=logs, cause=req.cause,
@@ -217,6 +217,8 @@ class Invoker:
             memory_mb=memory_mb,
         )
         await bus.send(self.producer, self.t.completions, req.namespace, done)
+        if cold or not res.keep_container:  # a stem cell was used or a container removed: make a new one, once
+            self._spawn(self.prewarm())  # the record is out: container creation competes with nothing of it
 
     async def _execute(
         self, slot: Slot, cold: bool, req: ActivationRequested, image: str, timeout_ms: int, log_limit: int
