@@ -121,7 +121,10 @@ class Tail:
         except (orjson.JSONDecodeError, events.DecodeError, KeyError, TypeError) as e:
             log.warning("skipping undecodable event at %s:%d@%d: %s", topic, partition, offset, e)
             return
-        self._on(ev, partition, offset)
+        try:
+            self._on(ev, partition, offset)
+        except Exception:  # a poison event must not end the tail (auth and every reply depend on it)
+            log.exception("skipping event at %s:%d@%d", topic, partition, offset)
 
     def _on(self, ev: events.Event, partition: int, offset: int) -> None:
         if isinstance(ev, SubjectKeyAdded):

@@ -51,7 +51,11 @@ class DocCache:
             self._store(doc_id, doc)
 
     def _store(self, doc_id: str, doc: Doc | None) -> None:
-        self._docs[doc_id] = None if doc is None else (orjson.dumps(doc), orjson.dumps(entities.action_ref(doc)))
+        if doc is None:
+            self._docs[doc_id] = None
+        else:  # (a doc that is not an object, from a poison event, is kept as it is: no reference to make)
+            ref = entities.action_ref(doc) if isinstance(doc, dict) else doc
+            self._docs[doc_id] = (orjson.dumps(doc), orjson.dumps(ref))
         self._docs.move_to_end(doc_id)
         while len(self._docs) > self.size:
             self._docs.popitem(last=False)

@@ -419,8 +419,8 @@ def action_ref(doc: dict[str, Any]) -> dict[str, Any]:
     >>> ref["exec"] == {"kind": "python:3", "digest": code_digest("x")}
     True
     """
-    exec_ = doc.get("exec") or {}
-    code = exec_.get("code")
-    if not isinstance(code, str):
+    exec_ = doc.get("exec")
+    if not isinstance(exec_, dict) or not isinstance(exec_.get("code"), str):
         return doc
+    code = exec_["code"]
     return {**doc, "exec": {**{k: v for k, v in exec_.items() if k != "code"}, "digest": code_digest(code)}}

@@ -59,9 +59,9 @@ class CodeCache:
         """LogView fold over the entity log: keep the code of every action written."""
         if isinstance(ev, EntityChanged):
             for _doc_id, doc in ev.writes:
-                code = ((doc or {}).get("exec") or {}).get("code")
-                if isinstance(code, str):
-                    self.add(code)
+                exec_ = doc.get("exec") if isinstance(doc, dict) else None  # poison events hold anything
+                if isinstance(exec_, dict) and isinstance(exec_.get("code"), str):
+                    self.add(exec_["code"])
 
 
 class Codes:
@@ -95,7 +95,8 @@ class Codes:
     def _from_view(self, doc_id: str, digest: str) -> str | None:
         self.view_reads += 1
         doc = self.couch.get(catalog.read(self.couch, self.settings).dbs[WHISKS], doc_id)
-        code = ((doc or {}).get("exec") or {}).get("code")
+        exec_ = doc.get("exec") if isinstance(doc, dict) else None
+        code = exec_.get("code") if isinstance(exec_, dict) else None
         if not isinstance(code, str) or entities.code_digest(code) != digest:
             return None
         self.cache.add(code, digest)

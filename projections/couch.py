@@ -103,11 +103,16 @@ class Couch:
         r.raise_for_status()
         return {row["id"]: row["doc"] for row in orjson.loads(r.content)["rows"] if row.get("doc")}
 
-    def bulk_write(self, db: str, docs: list[Doc]) -> list[str]:
-        """Write docs in one request; returns the ids that conflicted (the caller re-reads and retries them)."""
+    def bulk_write(self, db: str, docs: list[Doc], new_edits: bool = True) -> list[str]:
+        """Write docs in one request; returns the ids that conflicted (the caller re-reads and retries them).
+
+        `new_edits=False`: each doc's `_rev` is stored as given (a new leaf, or nothing if the doc has that
+        revision already) and never conflicts; the server answers only errors.
+        """
         if not docs:
             return []
-        r = self.http.post(self._db(db, "_bulk_docs"), data=orjson.dumps({"docs": docs}), headers=JSON, timeout=300)
+        body = orjson.dumps({"docs": docs} if new_edits else {"docs": docs, "new_edits": False})
+        r = self.http.post(self._db(db, "_bulk_docs"), data=body, headers=JSON, timeout=300)
         r.raise_for_status()
         results = orjson.loads(r.content)
         failed = [x for x in results if x.get("error") and x.get("error") != "conflict"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from contracts import bus, events
 from contracts.settings import Settings
 from contracts.topics import Topics
-from projections import catalog
+from projections import catalog, views
 from projections.couch import Couch
 from projections.runner import Batch, decode_checked, project_batch
 
@@ -88,10 +90,81 @@ def start_offset(tp: TopicPartition, begin: int, end: int, offsets: dict[tuple[s
     return begin if at is None else max(begin, min(at, end))
 
 
+class Writer:
+    """Writes batches to CouchDB in threads while the event loop reads and decodes the next ones.
+
+    Two lanes. Events of WRITE_ONLY views (activations: written blind with revisions from their offsets, so
+    the order of the writes does not matter) go to `parallel` threads that take batches as they come: while
+    one waits for the server, another prepares and sends the next request, so the server always has one to
+    work on. Events of the other views (read, fold, write: order matters, `known` is shared) go to one thread
+    in log order. Batches wait in bounded queues (`depth` per lane), which holds the reader back.
+    """
+
+    def __init__(self, couch: Couch, dbs: dict[str, str], known: dict[str, set[str]] | None, blind: bool,
+                 stats: Stats, parallel: int = 2, depth: int = 1) -> None:
+        self.couch, self.dbs, self.known, self.blind, self.stats = couch, dbs, known, blind, stats
+        self.ordered: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
+        self.free: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.closing = False
+        self.threads = [threading.Thread(target=self._work, args=(q,), name=f"replay-writer-{i}", daemon=True)
+                        for i, q in enumerate([self.ordered] + [self.free] * parallel)]
+        for t in self.threads:
+            t.start()
+
+    def _work(self, q: queue.Queue[Batch | None]) -> None:
+        while True:
+            batch = q.get()
+            try:
+                if batch is None:
+                    return
+                if self.error is None and not self.closing:  # after a failure the rest is drained, not written
+                    n = project_batch(self.couch, self.dbs, batch, self.known, self.blind)
+                    with self.lock:
+                        self.stats.docs += n
+            except BaseException as e:
+                self.error = self.error or e
+            finally:
+                q.task_done()
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    async def submit(self, batch: Batch) -> None:
+        self._check()
+        free: Batch = []
+        ordered: Batch = []
+        for item in batch:
+            ts = views.targets(item[2])
+            if ts:
+                (free if all(v in views.WRITE_ONLY for v, _ in ts) else ordered).append(item)
+        for q, part in ((self.ordered, ordered), (self.free, free)):
+            if part:
+                try:
+                    q.put_nowait(part)
+                except queue.Full:
+                    await asyncio.to_thread(q.put, part)  # the writers are behind: wait for a slot
+
+    async def drain(self) -> None:
+        """Wait until everything submitted is written; raises what a writer raised."""
+        await asyncio.to_thread(self.ordered.join)
+        await asyncio.to_thread(self.free.join)
+        self._check()
+
+    async def close(self) -> None:
+        """Stop the threads; what is still queued (the replay failed or was interrupted) is not written."""
+        self.closing = True
+        for t in self.threads:
+            await asyncio.to_thread((self.ordered if t is self.threads[0] else self.free).put, None)
+        for t in self.threads:
+            await asyncio.to_thread(t.join)
+
+
 async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], batch_size: int,
-                   write: Callable[[Batch], Any], stats: Stats, deadline: float) -> None:
-    """Read every partition up to `ends`, handing batches of decoded events to `write` (awaited in order)."""
-    pending: asyncio.Future[Any] | None = None
+                   writer: Writer, stats: Stats, deadline: float, progress: Callable[[], None]) -> None:
+    """Read every partition up to `ends`, handing batches of decoded events to `writer` (not waiting for them)."""
     batch: Batch = []
     left = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
     while left:
@@ -112,12 +185,9 @@ async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], 
             if await consumer.position(tp) >= ends[tp]:
                 left.discard(tp)
         if len(batch) >= batch_size or (not left and batch):
-            if pending is not None:
-                await pending
-            pending = asyncio.ensure_future(write(batch))
+            await writer.submit(batch)
             batch = []
-    if pending is not None:
-        await pending
+            progress()
     for tp, end in ends.items():  # fetched past the end: rewind, a catch-up round starts there
         if await consumer.position(tp) > end:
             consumer.seek(tp, end)
@@ -158,12 +228,12 @@ async def replay(
     started = time.monotonic()
     deadline = started + timeout_s
 
-    async def write(batch: Batch) -> None:
-        stats.docs += await asyncio.to_thread(project_batch, couch, stats.dbs, batch, known)
+    def progress() -> None:
         stats.seconds = time.monotonic() - started
         if on_progress:
             on_progress(stats)
 
+    writer = Writer(couch, stats.dbs, known, not in_place, stats)
     try:
         tps: list[TopicPartition] = []
         for topic in sources:
@@ -177,7 +247,7 @@ async def replay(
         for tp in tps:
             consumer.seek(tp, start_offset(tp, begins[tp], ends[tp], offsets, by_time[tp]))
             stats.total += ends[tp] - await consumer.position(tp)
-        await _read_to(consumer, ends, batch_size, write, stats, deadline)
+        await _read_to(consumer, ends, batch_size, writer, stats, deadline, progress)
         if switch:
             for _ in range(3):  # catch up with what arrived meanwhile, so the switch loses as little as possible
                 newer = await consumer.end_offsets(tps)
@@ -185,11 +255,13 @@ async def replay(
                     break
                 stats.total += sum(newer[tp] - ends[tp] for tp in tps)
                 ends = newer
-                await _read_to(consumer, ends, batch_size, write, stats, deadline)
+                await _read_to(consumer, ends, batch_size, writer, stats, deadline, progress)
+        await writer.drain()  # everything up to `ends` is written before the switch says to resume there
         stats.resume = {}
         for tp in tps:
             stats.resume.setdefault(tp.topic, {})[str(tp.partition)] = ends[tp]
     finally:
+        await writer.close()
         await consumer.stop()
     stats.seconds = time.monotonic() - started
     if on_progress:

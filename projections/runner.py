@@ -47,13 +47,17 @@ def decode_checked(raw: bytes | None) -> Event:
 
 
 def project_batch(
-    couch: Couch, dbs: dict[str, str], batch: Batch, known: dict[str, set[str]] | None = None
+    couch: Couch, dbs: dict[str, str], batch: Batch, known: dict[str, set[str]] | None = None, blind: bool = True,
 ) -> int:
     """Apply one batch of (partition, offset, event); returns the number of docs written.
 
     `known` (replay into fresh databases): the ids that exist, so ids never written are not read back.
     A conflict (another writer, e.g. a live projector during an in-place replay) re-reads and re-folds the
     doc: the rules are idempotent, so the result is the same whoever wrote first.
+    Docs of WRITE_ONLY views (activations) are written with `new_edits: false` and the revision of their last
+    event (views.revision): a redelivered event rewrites a revision the doc has (a no-op) and the highest
+    offset wins. `blind` (default): they are not read first; otherwise (in-place replay) they are read, so
+    what a doc has already is skipped and not counted as written.
     """
     per_doc: dict[str, dict[str, list[tuple[int, int, Event]]]] = defaultdict(lambda: defaultdict(list))
     for part, off, ev in batch:
@@ -61,37 +65,68 @@ def project_batch(
             per_doc[view][doc_id].append((part, off, ev))  # batch order is offset order per partition
     written = 0
     for view, docs in per_doc.items():
-        db = dbs[view]
-        pending = list(docs)
-        for _ in range(MAX_CONFLICT_RETRIES):
-            ids = pending if known is None else [i for i in pending if i in known[view]]
-            current: dict[str, Any] = couch.get_many(db, ids)
-            out = []
-            for doc_id in pending:
-                cur = current.get(doc_id)
-                new = cur
-                for part, off, ev in docs[doc_id]:
-                    if not views.already_applied(new, part, off):
-                        new = views.apply(view, doc_id, new, ev, part, off)
-                if new is cur:
-                    continue
-                rev = cur.get("_rev") if cur else None
-                if new is None:
-                    if rev:
-                        out.append({"_id": doc_id, "_rev": rev, "_deleted": True})
-                else:
-                    out.append({**new, "_rev": rev} if rev else {k: v for k, v in new.items() if k != "_rev"})
-            conflicts = couch.bulk_write(db, out)
-            written += len(out) - len(conflicts)
-            if known is not None:
-                for d in out:
-                    (known[view].discard if d.get("_deleted") else known[view].add)(d["_id"])
-            if not conflicts:
-                break
-            pending = conflicts
+        if view in views.WRITE_ONLY:
+            written += _write_only(couch, dbs[view], view, docs, known, blind)
         else:
-            raise RuntimeError(f"{db}: still conflicting after {MAX_CONFLICT_RETRIES} tries: {pending[:3]}")
+            written += _read_fold_write(couch, dbs[view], view, docs, known)
     return written
+
+
+def _fold(view: str, doc_id: str, cur: Any, evs: list[tuple[int, int, Event]]) -> Any:
+    new = cur
+    for part, off, ev in evs:
+        if not views.already_applied(new, part, off):
+            new = views.apply(view, doc_id, new, ev, part, off)
+    return new
+
+
+def _write_only(couch: Couch, db: str, view: str, docs: dict[str, list[tuple[int, int, Event]]],
+                known: dict[str, set[str]] | None, blind: bool) -> int:
+    current: dict[str, Any] = {}
+    if not blind:
+        current = couch.get_many(db, list(docs) if known is None else [i for i in docs if i in known[view]])
+    out = []
+    for doc_id, evs in docs.items():
+        cur = current.get(doc_id)
+        new = _fold(view, doc_id, cur, evs)
+        if new is cur or new is None:  # already there (or nothing to write: WRITE_ONLY views never delete)
+            continue
+        new["_rev"] = views.revision(new["wsk_partition"], new["wsk_offset"])  # `new` is apply()'s own dict
+        out.append(new)
+    couch.bulk_write(db, out, new_edits=False)
+    if known is not None and not blind:  # blind writes never read, so they need no record of what exists
+        known[view].update(d["_id"] for d in out)
+    return len(out)
+
+
+def _read_fold_write(couch: Couch, db: str, view: str, docs: dict[str, list[tuple[int, int, Event]]],
+                     known: dict[str, set[str]] | None) -> int:
+    written = 0
+    pending = list(docs)
+    for _ in range(MAX_CONFLICT_RETRIES):
+        ids = pending if known is None else [i for i in pending if i in known[view]]
+        current: dict[str, Any] = couch.get_many(db, ids)
+        out = []
+        for doc_id in pending:
+            cur = current.get(doc_id)
+            new = _fold(view, doc_id, cur, docs[doc_id])
+            if new is cur:
+                continue
+            rev = cur.get("_rev") if cur else None
+            if new is None:
+                if rev:
+                    out.append({"_id": doc_id, "_rev": rev, "_deleted": True})
+            else:
+                out.append({**new, "_rev": rev} if rev else {k: v for k, v in new.items() if k != "_rev"})
+        conflicts = couch.bulk_write(db, out)
+        written += len(out) - len(conflicts)
+        if known is not None:
+            for d in out:
+                (known[view].discard if d.get("_deleted") else known[view].add)(d["_id"])
+        if not conflicts:
+            return written
+        pending = conflicts
+    raise RuntimeError(f"{db}: still conflicting after {MAX_CONFLICT_RETRIES} tries: {pending[:3]}")
 
 
 def dead_letter(topic: str, partition: int, offset: int, raw: bytes | None, reason: str) -> DeadLetter:

@@ -7,6 +7,7 @@ and a replay gives the same documents as the live projection.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from contracts.events import (
@@ -24,6 +25,10 @@ SUBJECTS, WHISKS, ACTIVATIONS = "subjects", "whisks", "activations"
 
 # Keys CouchDB or this module owns, not part of an entity as the API shows it.
 INTERNAL_KEYS = frozenset({"_id", "_rev", "_deleted", "wsk_offset", "wsk_partition"})
+
+# Views whose doc after an event does not depend on the doc before it (an activation doc is its latest
+# record): they are written without reading them first, with revisions derived from the source position.
+WRITE_ONLY = frozenset({ACTIVATIONS})
 
 
 def targets(ev: Event) -> list[tuple[str, str]]:
@@ -65,6 +70,17 @@ def check(ev: Event) -> None:
 
 def already_applied(current: Doc | None, partition: int, offset: int) -> bool:
     return current is not None and current.get("wsk_partition") == partition and current.get("wsk_offset", -1) >= offset
+
+
+def revision(partition: int, offset: int) -> str:
+    """The CouchDB revision of a WRITE_ONLY doc whose last event is at (partition, offset).
+
+    Written with `new_edits: false`: writing a revision the doc already has is a no-op (a redelivered event),
+    and CouchDB's (and PouchDB's) winner is the leaf with the highest position, so the highest offset wins
+    whatever the order of the writes (last writer wins by log offset; a doc's events share one partition,
+    they are keyed by namespace). Deterministic: a replay writes the same `_rev` as the live projector.
+    """
+    return f"{offset + 1}-{hashlib.md5(f'{partition}:{offset}'.encode(), usedforsecurity=False).hexdigest()}"
 
 
 def apply(db: str, doc_id: str, current: Doc | None, ev: Event, partition: int, offset: int) -> Doc | None:

@@ -29,13 +29,21 @@ def changed(doc_id: str, doc: Doc | None, at: int = 1, op: str = "put", error: s
                          writes=writes, at=at, error=error, error_status=409 if error else None)
 
 
+def rev_key(rev: str) -> tuple[int, str]:
+    pos, _, rid = rev.partition("-")
+    return int(pos), rid
+
+
 class MemCouch:
-    """Just enough of projections.couch.Couch: revisions, tombstones, and conflicts on demand."""
+    """Just enough of projections.couch.Couch: revisions, tombstones, conflicts on demand, and `new_edits=false`
+    writes (leaves kept per doc; reads see the winner: highest position, then highest revision id)."""
 
     def __init__(self) -> None:
         self.dbs: dict[str, dict[str, Doc]] = {}
+        self.leaves: dict[str, dict[str, set[str]]] = {}  # db -> id -> revisions written with new_edits=false
         self.revs = itertools.count(1)
         self.reads: list[list[str]] = []
+        self.written: list[str] = []  # ids of docs stored (no-op writes of a known revision are not)
         self.conflict_once: set[str] = set()
 
     def get_many(self, db: str, ids: list[str]) -> dict[str, Doc]:
@@ -43,8 +51,19 @@ class MemCouch:
         docs = self.dbs.setdefault(db, {})
         return {i: copy.deepcopy(docs[i]) for i in ids if i in docs}
 
-    def bulk_write(self, db: str, docs: list[Doc]) -> list[str]:
+    def bulk_write(self, db: str, docs: list[Doc], new_edits: bool = True) -> list[str]:
         store, conflicts = self.dbs.setdefault(db, {}), []
+        if not new_edits:
+            for d in docs:
+                leaves = self.leaves.setdefault(db, {}).setdefault(d["_id"], set())
+                if d["_rev"] in leaves:
+                    continue
+                leaves.add(d["_rev"])
+                self.written.append(d["_id"])
+                cur = store.get(d["_id"])
+                if cur is None or rev_key(d["_rev"]) > rev_key(cur["_rev"]):
+                    store[d["_id"]] = copy.deepcopy(d)
+            return []
         for d in docs:
             cur = store.get(d["_id"])
             if d["_id"] in self.conflict_once:  # someone else wrote it just now
@@ -58,6 +77,7 @@ class MemCouch:
                 store.pop(d["_id"], None)
             else:
                 store[d["_id"]] = {**d, "_rev": f"{next(self.revs)}-x"}
+                self.written.append(d["_id"])
         return conflicts
 
     def docs(self, db: str) -> dict[str, Doc]:
