@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable
 from typing import Any
 
 HEALTH_TIMEOUT_MS = 10000  # an invoker silent this long gets no new work (OpenWhisk: 10 s)
@@ -63,25 +62,6 @@ def _coprime_step(n: int, action_id: str) -> int:
 
 
 # --- several workers: each owns some partitions and takes that share of every invoker ---------------------
-
-
-def slot_key(invoker: int, partition: int) -> str:
-    """Slots are counted per (invoker, partition): the partition's worker owns the count and its changelog."""
-    return f"{invoker}@{partition}"
-
-
-def used_by(slots: Iterable[tuple[str, Any]], partitions: set[int]) -> dict[int, int]:
-    """Memory in use per invoker, over the given partitions' slot counts (other keys are another worker's).
-
-    >>> used_by([("0@0", 256), ("0@1", 512), ("1@0", 128), ("0", 999)], {0})
-    {0: 256, 1: 128}
-    """
-    out: dict[int, int] = {}
-    for key, mb in slots:
-        inv, sep, part = key.partition("@")
-        if sep and part.isdigit() and int(part) in partitions and inv.isdigit():
-            out[int(inv)] = out.get(int(inv), 0) + int(mb or 0)
-    return out
 
 
 def share(invokers: dict[int, dict[str, Any]], owned: int, total: int) -> dict[int, dict[str, Any]]:

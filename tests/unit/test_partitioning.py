@@ -16,7 +16,8 @@ from contracts.events import (
     SubjectDeleted,
     SubjectKeyAdded,
 )
-from streams import balancer, views, watchdog
+from contracts.topics import Topics
+from streams import admission, balancer, views, watchdog
 
 
 def test_doctests() -> None:
@@ -27,15 +28,17 @@ def test_doctests() -> None:
 # --- slots and shares ----------------------------------------------------------------------------------------
 
 
-def test_used_counts_only_the_given_partitions() -> None:
-    slots = [(balancer.slot_key(0, 0), 256), (balancer.slot_key(0, 1), 512), (balancer.slot_key(1, 1), 128)]
-    assert balancer.used_by(slots, {0}) == {0: 256}
-    assert balancer.used_by(slots, {0, 1}) == {0: 768, 1: 128}
-    assert balancer.used_by(slots, set()) == {}
-
-
-def test_used_ignores_old_and_odd_keys() -> None:
-    assert balancer.used_by([("0", 999), ("x@0", 5), ("0@y", 5), ("1@0", None)], {0}) == {1: 0}
+def test_used_counts_only_the_workers_partitions() -> None:
+    """A worker's invoker memory in use is the sum over the partitions it holds (admission keeps one state each)."""
+    states = admission.Admission("unused:9092", Topics("p"), lambda _: None)
+    for number, inv, mb in ((0, 0, 256), (1, 0, 512), (1, 1, 128)):
+        part = states.parts.setdefault(number, admission.Partition(number))
+        req = ActivationRequested(activation_id=f"a{number}{inv}", namespace="n", subject="s", params={},
+                                  action={"namespace": "n", "name": "x", "limits": {"memory": mb}})
+        part.assigned(ActivationAssigned(invoker=inv, request=req))
+    assert states.used() == {0: 768, 1: 128}
+    states.drop([1])  # taken away: another worker counts it now
+    assert states.used() == {0: 256}
 
 
 def test_share_splits_memory_by_owned_partitions() -> None:
@@ -50,16 +53,13 @@ def test_share_splits_memory_by_owned_partitions() -> None:
 def test_two_workers_never_overcommit_an_invoker() -> None:
     """Each worker schedules into its half: together they place at most the invoker's memory before spilling."""
     inv = {0: {"seen": 100, "user_memory_mb": 1024, "warm": []}, 1: {"seen": 100, "user_memory_mb": 1024, "warm": []}}
-    slots: dict[str, int] = {}
+    used: dict[int, dict[int, int]] = {0: {}, 1: {}}  # per worker (A holds partitions 0, 1; B holds 2, 3)
     placed = {0: 0, 1: 0}
     for n in range(16):
-        part = n % 4  # worker A holds partitions 0, 1; worker B holds 2, 3
-        mine = {0, 1} if part < 2 else {2, 3}
-        target = balancer.schedule(balancer.share(inv, 2, 4), balancer.used_by(slots.items(), mine), "ns/a", 256,
-                                   150)
+        mine = used[0] if n % 4 < 2 else used[1]
+        target = balancer.schedule(balancer.share(inv, 2, 4), mine, "ns/a", 256, 150)
         assert target is not None
-        key = balancer.slot_key(target, part)
-        slots[key] = slots.get(key, 0) + 256
+        mine[target] = mine.get(target, 0) + 256
         placed[target] += 256
         if n < 8:  # 8 x 256 MB fits both invokers exactly
             assert all(v <= 1024 for v in placed.values()), placed
