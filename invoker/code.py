@@ -8,7 +8,6 @@ whose doc is taken only if its code has the digest asked for. A warm container n
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import OrderedDict
 from typing import Any
 
@@ -21,7 +20,6 @@ from projections import catalog
 from projections.couch import Couch
 from projections.views import WHISKS
 
-log = logging.getLogger("invoker.code")
 MAX_BYTES = 512 * 1024 * 1024
 CHANGED = "Action could not be found or may have been deleted."  # OpenWhisk's Messages.actionRemovedWhileInvoking
 
@@ -70,7 +68,6 @@ class Codes:
         self.cache = CodeCache()
         self.log = LogView(settings.kafka, Topics(settings.prefix).entities, self.cache.fold, since_ms=0)
         self.couch = Couch(settings.couchdb)
-        self.view_reads = 0
 
     async def run(self) -> None:
         await self.log.run()
@@ -93,7 +90,6 @@ class Codes:
         return code
 
     def _from_view(self, doc_id: str, digest: str) -> str | None:
-        self.view_reads += 1
         doc = self.couch.get(catalog.read(self.couch, self.settings).dbs[WHISKS], doc_id)
         exec_ = doc.get("exec") if isinstance(doc, dict) else None
         code = exec_.get("code") if isinstance(exec_, dict) else None

@@ -193,7 +193,7 @@ class DockerDriver:
         self._proxies: dict[str, ProxyClient] = {}
         self._docker_root: str | None = None
         self._log_offsets: dict[str, tuple[int, int]] = {}  # (inode, bytes read) of each container's json-file log
-        self._log_paths: dict[str, str | None] = {}  # container id -> its json-file log, once found
+        self._log_paths: dict[str, str] = {}  # container id -> its json-file log, once found
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -396,7 +396,9 @@ class DockerDriver:
         cursors = {"stdout": since_ns - 1, "stderr": since_ns - 1}
         path = self._log_paths.get(c.id)
         if path is None:
-            path = self._log_paths[c.id] = await asyncio.to_thread(self._log_file, c.id)
+            path = await asyncio.to_thread(self._log_file, c.id)
+            if path is not None:  # not there yet: look again next time (meanwhile the logs API serves)
+                self._log_paths[c.id] = path
         deadline = time.monotonic() + wait_s
         while True:
             start = min(cursors.values())

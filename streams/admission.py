@@ -221,11 +221,15 @@ class Admission:
                 task.cancel()
 
     async def admit(self, part: Partition, req: ActivationRequested, limits: Json, now_ms: int) -> str | None:
-        """Partition.admit, on a state that has read every completion so far when the namespace looks full: the
-        completion of the caller's previous activation may be a few milliseconds behind its next request."""
-        if part.per_ns[req.namespace] >= throttle.limit(limits, "concurrentInvocations"):
-            await self.caught_up(part.number)
+        """Partition.admit, on a state that is current where it matters (see `settle`)."""
+        await self.settle(part, req.namespace, limits)
         return part.admit(req, limits, now_ms)
+
+    async def settle(self, part: Partition, namespace: str, limits: Json) -> None:
+        """When the namespace looks full, apply every completion so far before deciding: the completion of the
+        caller's previous activation may be a few milliseconds behind its next request."""
+        if part.per_ns[namespace] >= throttle.limit(limits, "concurrentInvocations"):
+            await self.caught_up(part.number)
 
     async def caught_up(self, number: int, timeout_s: float = 2.0) -> bool:
         """Wait until the completions of partition `number` are applied up to the log end as of now."""

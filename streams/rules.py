@@ -192,9 +192,7 @@ def register(app: Any, entities_table: Any, views: Views, states: Admission,
                 continue
             part = await states.partition(event.message.partition)
             subject = await views.subject(ev.subject, ev.namespace)
-            if subject and part.per_ns[ev.namespace] >= throttle.limit(subject.get("limits") or {},
-                                                                        "concurrentInvocations"):
-                await states.caught_up(part.number)  # read completions on their way before refusing
+            await states.settle(part, ev.namespace, (subject or {}).get("limits") or {})
             decide = partial(decide_fire, ev, subject=subject, fire_state=fires_table.get(ev.namespace),
                              throttle_state=part.throttle_state(ev.namespace), now_ms=events.now_ms(),
                              assigned=part.seen)
