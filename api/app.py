@@ -20,7 +20,7 @@ from api.errors import error_response, json_response
 from api.kafkagate import KafkaGate, unavailable
 from api.tail import Identity, Tail
 from api.views import Views
-from contracts import bus, events
+from contracts import bus, events, keys
 from contracts.errors import WhiskError
 from contracts.events import ApiCalled
 from contracts.settings import Settings
@@ -182,6 +182,7 @@ async def _resources(app: web.Application) -> Any:
     follow = asyncio.create_task(catalog.follow(settings, app[VIEWS].dbs))  # a replay may switch databases
     app[TAIL] = Tail(settings.kafka, t)
     app[TAIL].doc_cache = app[VIEWS].cache
+    app[TAIL].activation_secret = keys.activation_secret(settings.home)
     await app[TAIL].start()
     from api.compositions import run_rule_compositions
 

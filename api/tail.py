@@ -57,6 +57,7 @@ class Tail:
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.doc_cache: DocCache | None = None  # fed with every decided doc
+        self.activation_secret: bytes | None = None  # verifies activation-scoped keys (contracts/keys.py)
 
     async def start(self) -> None:
         c = bus.consumer(self.bootstrap, group=None)
@@ -152,9 +153,19 @@ class Tail:
     def authenticate(self, authkey: str) -> Identity | None:
         uid, key = keys.split(authkey)
         ident = self.identities.get(uid)
-        if ident is None or not keys.verify(key, ident.key_salt, ident.key_hash):
+        if ident is not None:
+            return ident if keys.verify(key, ident.key_salt, ident.key_hash) else None
+        return self._activation_identity(authkey)
+
+    def _activation_identity(self, authkey: str) -> Identity | None:
+        """The caller behind an activation-scoped key, while that activation runs (its completion ends the key)."""
+        if self.activation_secret is None:
             return None
-        return ident
+        k = keys.read_minted(self.activation_secret, authkey, events.now_ms())
+        if k is None or k.activation_id in self.completion_pos:
+            return None
+        return next((i for i in self.identities.values() if i.subject == k.subject and i.namespace == k.namespace),
+                    None)
 
     async def caught_up(self, topic: str, partition: int, offset: int, timeout: float) -> bool:
         """Wait until the projector has written the event at `offset`."""

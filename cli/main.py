@@ -75,6 +75,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     install_all(settings, say)
     services.ensure_docker(settings, say)
+    services.ensure_action_network(settings, say)
     services.start_kafka(settings, say)
     services.start_couch(settings, say)
     services.start_connect(settings, say)  # Kafka Connect for connector feeds

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from cli import procs
 from cli.install import kafka_libs, pouchdb_bin
 from contracts.settings import REPO, Settings
+from invoker import network
 
 Progress = Callable[[str], None]
 
@@ -416,14 +417,30 @@ def nginx_paths(settings: Settings) -> tuple[Path, Path, Path]:
     return prefix, prefix / "nginx.conf", prefix / "logs" / "error.log"
 
 
+def ensure_action_network(settings: Settings, progress: Progress = say) -> None:
+    """The walled-off network of action containers, made before nginx so that nginx listens on its gateway."""
+    if os.environ.get("WSK_ACTION_NETWORK", "default") == "none":
+        progress("[network] actions get no network (WSK_ACTION_NETWORK=none)")
+        return
+    try:
+        net = network.ensure(settings, tuple(os.environ.get("WSK_ACTION_DENY", "").replace(",", " ").split()))
+    except Exception as e:  # the invokers then give actions no network: isolation comes first
+        progress(f"[network] warning: no action network, actions will have none: {e}")
+        return
+    progress(f"[network] {net.name}: {net.subnet}, platform walled off; API for actions at "
+             f"http://{net.gateway}:{settings.nginx_port}")
+
+
 def render_nginx(settings: Settings) -> bool:
     prefix, conf, _ = nginx_paths(settings)
     for sub in ("logs", "temp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
+    net = network.find(settings)  # actions call the API back on the gateway of their network (as in OpenWhisk)
     return render(DEPLOY / "nginx" / "nginx.conf.tmpl", conf, {
         # As root, workers would drop to nobody and could not write our temp dirs.
         "user_directive": "user root;" if os.geteuid() == 0 else "",
         "prefix": str(prefix), "listen": f"127.0.0.1:{settings.nginx_port}",
+        "listen_actions": f"listen {net.gateway}:{settings.nginx_port};" if net else "",
         "upstream": f"127.0.0.1:{settings.api_port}"})
 
 
@@ -491,6 +508,7 @@ def stop_all(settings: Settings, progress: Progress = say, remove_containers: bo
         _stop(settings, name, progress)
     if remove_containers:
         remove_action_containers(settings, progress)
+        network.remove(settings)
     for name in tail:
         _stop(settings, name, progress)
 

@@ -153,6 +153,7 @@ class ActivationAssigned(Event):
     TYPE: ClassVar[str] = "activation.assigned"
     invoker: int
     request: ActivationRequested
+    network: str | None = None  # "none": the namespace's limits take the action network away
 
 
 @dataclass(frozen=True, kw_only=True)

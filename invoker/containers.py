@@ -1,7 +1,10 @@
 """Docker driver for action containers.
 
-Containers get no network; the invoker reaches the in-container proxy over a unix socket that lives in a
-bind-mounted host directory. The docker SDK is blocking, so every call goes through asyncio.to_thread.
+The invoker reaches the in-container proxy over a unix socket in a bind-mounted host directory, so actions need no
+port of their own; their network is the walled-off action network (invoker/network.py) or none.
+The root filesystem is read-only; /action (the action's directory) and /tmp are size-limited tmpfs mounts that
+allow exec and mmap, as compiled modules in a zip's virtualenv/ need. The docker SDK is blocking, so every call
+goes through asyncio.to_thread.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from docker.types import LogConfig, Ulimit
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 CONTAINER_SOCKET_DIR = "/run/ow"
 SOCKET_NAME = "proxy.sock"
+ACTION_DIR = "/action"
 FALLBACK_CAP_DROP = ["NET_RAW", "NET_ADMIN"]  # OpenWhisk's own flags, used only if dropping ALL breaks the proxy
 _TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$")
 
@@ -39,6 +43,7 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     user_memory_mb: int = 2048  # the invoker's pool size; cpu shares are proportional to memory
+    network: str = "none"  # a docker network name, or "none"
 
 
 @dataclass
@@ -207,14 +212,16 @@ class DockerDriver:
             cap_drop=self.cap_drop,
             security_opt=["no-new-privileges"],
             ulimits=[Ulimit(name="nofile", soft=1024, hard=1024)],
-            network_mode="none",
+            network_mode=spec.network,
             read_only=self.read_only_rootfs,
-            tmpfs={"/tmp": "size=64m"},
+            # What an action writes is memory (tmpfs pages count against its limit): each mount takes at most half,
+            # so a full disk is ENOSPC for the writer, not an OOM kill of the action.
+            tmpfs={d: f"size={max(spec.memory_mb // 2, 16)}m,mode=1777,exec" for d in (ACTION_DIR, "/tmp")},
             log_config=LogConfig(type="json-file", config={"max-size": self.log_max_size, "max-file": "1"}),
         )
 
     def _create_and_start(self, spec: ContainerSpec, sock_dir: Path) -> str:
-        env = {**spec.env, "OW_PROXY_SOCKET": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"}
+        env = {**spec.env, "OW_PROXY_SOCKET": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}", "OW_ACTION_DIR": ACTION_DIR}
         labels = {f"{self.label_prefix}.managed": "true", **spec.labels}
         try:
             created = self._api.create_container(

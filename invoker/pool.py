@@ -14,6 +14,7 @@ class Slot:
     memory_mb: int
     kind: str
     key: Key | None = None  # None: a prewarmed stem cell, not yet initialised
+    network: str | None = None  # None: the invoker's action network (stem cells have it)
     busy: bool = False
     paused: bool = False
     last_used: float = 0.0

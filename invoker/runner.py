@@ -8,10 +8,13 @@ Tunables (environment):
 - WSK_INVOKER_PAUSE_GRACE_S (10): an idle warm container is paused after this; unpaused on its next activation.
 - WSK_INVOKER_IDLE_REMOVE_S (600): an idle warm container is removed after this.
 - WSK_INVOKER_PREWARM ("python:3@256"): stem cells kept ready, `kind@memoryMB` separated by spaces or commas.
-- WSK_ACTION_API_HOST (unset): the value of __OW_API_HOST in action containers. Containers have no network, so
-  an action can only call the API back if the operator also gives them a route to it; isolation comes first.
-- __OW_API_KEY is never provided, whatever `provide-api-key` says: keys must not travel through Kafka in
-  plaintext, and the invoker holds none. Actions that need one take it as a (encrypted-at-rest) parameter.
+- WSK_ACTION_NETWORK ("default"): "default" gives actions the walled-off action network (invoker/network.py),
+  "none" no network at all. A namespace limit `actionNetwork: "none"` takes it away for one tenant.
+- WSK_ACTION_DENY (unset): more CIDRs actions may not reach (e.g. the platform's hosts on other machines).
+- WSK_ACTION_API_HOST (unset): __OW_API_HOST in action containers; by default the ingress on the action
+  network's gateway, the one platform address an action can reach.
+- __OW_API_KEY, for actions with `provide-api-key`, is a key minted here for that activation only
+  (contracts/keys.py): no user key travels through Kafka, and the invoker holds none.
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from contracts import bus, events
+from contracts import bus, events, keys
 from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested, InvokerPing
 from contracts.settings import Settings
 from contracts.topics import Topics
-from invoker import outcome
+from invoker import network, outcome
 from invoker.code import CodeMissing, Codes
 from invoker.containers import ActionContainer, ContainerSpec, ContainerStartError, DockerDriver, ImageMissing
 from invoker.pool import Key, Pool, Slot
@@ -60,6 +63,20 @@ def parse_prewarm(spec: str) -> list[tuple[str, int]]:
 
 PREWARM = parse_prewarm(os.environ.get("WSK_INVOKER_PREWARM", "python:3@256"))
 API_HOST = os.environ.get("WSK_ACTION_API_HOST", "")
+NETWORK = os.environ.get("WSK_ACTION_NETWORK", "default")
+DENY = tuple(os.environ.get("WSK_ACTION_DENY", "").replace(",", " ").split())
+
+
+def provides_api_key(action: dict[str, Any]) -> bool:
+    """OpenWhisk's rule: a truthy `provide-api-key`; actions from before the annotation existed have none: yes.
+
+    >>> provides_api_key({"annotations": [{"key": "provide-api-key", "value": False}]}), provides_api_key({})
+    (False, True)
+    """
+    for a in action.get("annotations") or []:
+        if a.get("key") == "provide-api-key":
+            return bool(a.get("value"))
+    return True
 
 
 def start_failure(kind: str, image: str, e: Exception) -> outcome.Outcome:
@@ -86,15 +103,30 @@ class Invoker:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.producer: Any = None
         self.codes = Codes(settings)
+        self.network = "none"  # until the walled-off network is in place (run)
+        self.api_host = API_HOST or settings.api_host
+        self.secret = keys.activation_secret(settings.home)
+
+    async def _setup_network(self) -> None:
+        if NETWORK == "none":
+            return
+        try:
+            net = await asyncio.to_thread(network.ensure, self.s, DENY)
+        except Exception as e:  # no wall, no network: isolation comes first
+            log.error("action network unavailable, actions get no network: %s", e)
+            return
+        self.network = net.name
+        self.api_host = API_HOST or f"http://{net.gateway}:{self.s.nginx_port}"
+        log.info("action network %s (%s, gateway %s)", net.name, net.subnet, net.gateway)
 
     # --- container lifecycle ------------------------------------------------------------------------
 
-    async def _start_container(self, kind: str, image: str, memory_mb: int) -> ActionContainer:
+    async def _start_container(self, kind: str, image: str, memory_mb: int, net: str | None = None) -> ActionContainer:
         spec = ContainerSpec(
             image=image, name=f"{self.prefix}{uuid.uuid4().hex[:12]}", memory_mb=memory_mb,
-            env={"__OW_API_HOST": API_HOST} if API_HOST else {},
+            env={"__OW_API_HOST": self.api_host},
             labels={"streamwhisk.invoker": str(self.index), "streamwhisk.kind": kind},
-            user_memory_mb=self.pool.user_memory_mb,
+            user_memory_mb=self.pool.user_memory_mb, network=net or self.network,
         )
         c = await self.driver.start(spec)
         self.containers[c.name] = c
@@ -144,7 +176,7 @@ class Invoker:
                 slot.name, slot.busy, slot.last_used = c.name, False, time.monotonic()
                 self.pool.slots[c.name] = slot
 
-    async def _acquire(self, key: Key, kind: str, memory_mb: int) -> tuple[Slot, bool]:
+    async def _acquire(self, key: Key, kind: str, memory_mb: int, net: str | None) -> tuple[Slot, bool]:
         """A reserved slot for this activation and whether it still needs /init."""
         async with self.capacity:
             while True:
@@ -152,7 +184,7 @@ class Invoker:
                 if slot is not None:
                     slot.busy = True
                     return slot, False
-                slot = self.pool.stem_cell(kind, memory_mb)
+                slot = self.pool.stem_cell(kind, memory_mb) if net is None else None
                 if slot is not None:
                     slot.busy, slot.key = True, key
                     return slot, True
@@ -165,7 +197,7 @@ class Invoker:
                     for s in evict:
                         self.pool.slots.pop(s.name, None)
                     name = f"pending-{uuid.uuid4().hex}"
-                    slot = Slot(name=name, memory_mb=memory_mb, kind=kind, key=key, busy=True)
+                    slot = Slot(name=name, memory_mb=memory_mb, kind=kind, key=key, busy=True, network=net)
                     self.pool.slots[name] = slot
                     return slot, True
                 await self.capacity.wait()
@@ -180,7 +212,8 @@ class Invoker:
 
     # --- one activation ---------------------------------------------------------------------------------
 
-    async def handle(self, req: ActivationRequested) -> None:
+    async def handle(self, req: ActivationRequested, net: str | None = None) -> None:
+        """Run one activation; net "none" when its namespace may not have the action network."""
         action = req.action
         exec_ = action.get("exec", {})
         kind = exec_.get("kind", "")
@@ -188,7 +221,8 @@ class Invoker:
         memory_mb, timeout_ms = int(limits.get("memory", 256)), int(limits.get("timeout", 60000))
         log_limit = int(limits.get("logs", 10)) * 1048576
         doc_id = f"{action['namespace']}/{action['name']}"
-        key: Key = (req.namespace, doc_id, f"{action.get('version')}@{action.get('updated')}")
+        # The network is part of the key: a namespace whose limit changed gets new containers.
+        key: Key = (req.namespace, doc_id, f"{action.get('version')}@{action.get('updated')}@{net or ''}")
         image = exec_.get("image") if kind == "blackbox" else IMAGES.get(kind)
         start = events.now_ms()
         init_ms: int | None = None
@@ -199,7 +233,7 @@ class Invoker:
             if image is None:
                 res = outcome.internal_error(f"The runtime '{kind}' is not available on this invoker.")
             else:
-                slot, cold = await self._acquire(key, kind, memory_mb)
+                slot, cold = await self._acquire(key, kind, memory_mb, net)
                 start = events.now_ms()
                 res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
         except Exception as e:
@@ -228,7 +262,7 @@ class Invoker:
         c = self.containers.get(slot.name)
         if c is None:  # a pending slot: cold start a fresh container
             try:
-                c = await self._start_container(slot.kind, image, slot.memory_mb)
+                c = await self._start_container(slot.kind, image, slot.memory_mb, slot.network)
             except (ContainerStartError, TimeoutError) as e:
                 return start_failure(slot.kind, image, e), None, []
             self.pool.slots.pop(slot.name, None)
@@ -243,6 +277,9 @@ class Invoker:
             "__OW_ACTION_VERSION": str(action.get("version", "")), "__OW_ACTIVATION_ID": req.activation_id,
             "__OW_TRANSACTION_ID": req.transaction_id, "__OW_DEADLINE": deadline,
         }
+        if provides_api_key(action):  # good for this activation only; the API also refuses it once it completed
+            ow_env["__OW_API_KEY"] = keys.mint(self.secret, req.activation_id, req.subject, req.namespace,
+                                               int(deadline) + keys.ACTIVATION_KEY_GRACE_MS)
         init_ms: int | None = None
         if cold:
             try:
@@ -268,6 +305,8 @@ class Invoker:
             "action_version": ow_env["__OW_ACTION_VERSION"], "activation_id": req.activation_id,
             "transaction_id": req.transaction_id, "deadline": deadline,
         }
+        if "__OW_API_KEY" in ow_env:
+            run["api_key"] = ow_env["__OW_API_KEY"]
         r = await self.driver.run(c, run, timeout_ms / 1000)
         oom = r.status is None and not r.timed_out and await self.driver.was_oom_killed(c)
         res = outcome.from_run(r, timeout_ms, oom)
@@ -311,6 +350,7 @@ class Invoker:
         await bus.ensure_topics(self.s.kafka, [self.t.invoker(self.index), self.t.completions, self.t.health],
                                 self.s.partitions)
         removed = await self.driver.remove_all(self.prefix)
+        await self._setup_network()
         if removed:
             log.info("removed %d leftover containers", removed)
         self.producer = bus.producer(self.s.kafka)
@@ -338,7 +378,7 @@ class Invoker:
                     started_ids[aid] = None
                     if len(started_ids) > 100_000:
                         started_ids.popitem(last=False)
-                    self._spawn(self.handle(ev.request))
+                    self._spawn(self.handle(ev.request, ev.network))
                 if batch and time.monotonic() - committed > COMMIT_EVERY_S:
                     committed = time.monotonic()
                     try:

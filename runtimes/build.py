@@ -24,6 +24,7 @@ import docker.errors
 HERE = Path(__file__).resolve().parent
 PROXY = HERE / "python" / "proxy.py"
 NODE_PROXY = HERE / "nodejs" / "proxy.js"
+NODE_PACKAGES = ("package.json", "package-lock.json")  # what every nodejs action can require (openwhisk, ...)
 BLACKBOX_TEST_IMAGE = "streamwhisk/blackbox-test:latest"
 BLACKBOX_ACTION = """def main(args):
     print("blackbox running")
@@ -52,7 +53,8 @@ COPY proxy.py /opt/ow/proxy.py
 CMD ["python3", "-u", "/opt/ow/proxy.py"]
 """
 NODE_DOCKERFILE = """FROM {base}
-ENV LANG=C.UTF-8 NODE_ENV=production
+ENV LANG=C.UTF-8 NODE_ENV=production NODE_PATH=/opt/ow/node_modules
+ADD node_modules.tar /opt/ow/
 COPY proxy.js /opt/ow/proxy.js
 CMD ["node", "/opt/ow/proxy.js"]
 """
@@ -132,24 +134,39 @@ def _build_base(tag: str, mirror: str, progress: Callable[[str], None], include:
 
 
 def _build_image(
-    client: docker.DockerClient, dockerfile: str, files: dict[str, bytes], tag: str, progress: Callable[[str], None]
+    client: docker.DockerClient, dockerfile: str, files: dict[str, bytes], tag: str, progress: Callable[[str], None],
+    prepare: Callable[[Path], None] | None = None,
 ) -> None:
     progress(f"building {tag}")
     with tempfile.TemporaryDirectory() as ctx:
         Path(ctx, "Dockerfile").write_text(dockerfile)
         for name, data in files.items():
             Path(ctx, name).write_bytes(data)
+        if prepare is not None:
+            prepare(Path(ctx))
         client.images.build(path=ctx, tag=tag, rm=True, forcerm=True, pull=False)
+
+
+def _node_modules(ctx: Path) -> None:
+    """npm on the host (the image build has no registry) installs the locked packages; the image ADDs the tar."""
+    stage = ctx / "npm"
+    stage.mkdir()
+    for name in NODE_PACKAGES:
+        shutil.copy(HERE / "nodejs" / name, stage / name)
+    subprocess.run(["npm", "ci", "--omit=dev", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=stage,
+                   check=True, capture_output=True)
+    subprocess.run(["tar", "-cf", str(ctx / "node_modules.tar"), "-C", str(stage), "node_modules"], check=True)
+    shutil.rmtree(stage)
 
 
 def _ensure(
     client: docker.DockerClient, dockerfile: str, files: dict[str, bytes], repo: str, force: bool,
-    progress: Callable[[str], None],
+    progress: Callable[[str], None], prepare: Callable[[Path], None] | None = None,
 ) -> str:
-    """Build `repo:<content hash>` unless present; tag it `repo:latest` too."""
+    """Build `repo:<content hash>` unless present (prepare adds derived files); tag it `repo:latest` too."""
     tag = f"{repo}:{_digest(dockerfile, *(n.encode() + b'=' + d for n, d in sorted(files.items())))}"
     if force or not _exists(client, tag):
-        _build_image(client, dockerfile, files, tag, progress)
+        _build_image(client, dockerfile, files, tag, progress, prepare)
     client.images.get(tag).tag(repo, "latest")
     return tag
 
@@ -174,8 +191,10 @@ def ensure_images(progress: Callable[[str], None] = print, force: bool = False) 
         py = _ensure(client, DOCKERFILE.format(base=py_base), {"proxy.py": PROXY.read_bytes()},
                      "streamwhisk/action-python", force, progress)
         node_base = _ensure_base(client, "streamwhisk/base-nodejs", "nodejs,unzip", mirror, force, progress)
-        node = _ensure(client, NODE_DOCKERFILE.format(base=node_base), {"proxy.js": NODE_PROXY.read_bytes()},
-                       "streamwhisk/action-nodejs", force, progress)
+        node_files = {"proxy.js": NODE_PROXY.read_bytes(), **{n: (HERE / "nodejs" / n).read_bytes()
+                                                               for n in NODE_PACKAGES}}
+        node = _ensure(client, NODE_DOCKERFILE.format(base=node_base), node_files, "streamwhisk/action-nodejs",
+                       force, progress, _node_modules)
         box = _ensure(client, BLACKBOX_DOCKERFILE.format(base=py), {"action.py": BLACKBOX_ACTION.encode()},
                       BLACKBOX_TEST_IMAGE.split(":")[0], force, progress)
         images = {"python:3": py, "nodejs:18": node, "blackbox": box}

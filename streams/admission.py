@@ -324,6 +324,15 @@ def finished(raw: bytes | None) -> str | None:
     return aid if isinstance(aid, str) else None
 
 
+def network(limits: Json) -> str | None:
+    """The namespace limit `actionNetwork: "none"` takes the action network away (operators choose per tenant).
+
+    >>> network({"actionNetwork": "none"}), network({})
+    ('none', None)
+    """
+    return "none" if limits.get("actionNetwork") == "none" else None
+
+
 def place(states: Admission, req: ActivationRequested, invokers: dict[int, Json], now_ms: int) -> int | None:
     """The invoker for an admitted activation (None: no healthy invoker)."""
     action = req.action

@@ -102,7 +102,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         await emit(completions, req.namespace, ActivationCompleted(
             activation_id=req.activation_id, namespace=req.namespace, rejected_status=status, rejected=msg))
 
-    async def start(req: ActivationRequested, part: Partition) -> None:
+    async def start(req: ActivationRequested, part: Partition, limits: dict[str, Any]) -> None:
         """Place an admitted activation and send it to its invoker: the one write admission makes."""
         mine = owned()
         inv = balancer.share(dict(views.invokers.data), len(mine), settings.partitions)
@@ -110,7 +110,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         if target is None or target not in assign_topics:
             await reject(req, part, 503, admission.NO_INVOKERS)
             return
-        ev = ActivationAssigned(invoker=target, request=req)
+        ev = ActivationAssigned(invoker=target, request=req, network=admission.network(limits))
         part.assigned(ev)
         await emit(assign_topics[target], req.namespace, ev)
 
@@ -155,7 +155,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             if refusal:
                 await reject(req, part, 429, refusal)
                 continue
-            await start(req, part)
+            await start(req, part, subj.get("limits", {}))
 
     @app.timer(interval=watchdog.SWEEP_EVERY_S)
     async def sweep() -> None:

@@ -172,7 +172,7 @@ def _truthy(v: Any) -> bool:
 
 
 def register(app: Any, entities_table: Any, views: Views, states: Admission,
-             start: Callable[[ActivationRequested, Partition], Awaitable[None]], topics: dict[str, Any]) -> None:
+             start: Callable[[ActivationRequested, Partition, Doc], Awaitable[None]], topics: dict[str, Any]) -> None:
     """Add the rule-matching agent to the streams app. Fires are keyed by the trigger's namespace, so its trigger,
     throttles and fire counts are this worker's; a rule's action in another namespace (a shared package) comes
     from the entity view. `start` places an admitted activation and sends it to its invoker."""
@@ -192,7 +192,8 @@ def register(app: Any, entities_table: Any, views: Views, states: Admission,
                 continue
             part = await states.partition(event.message.partition)
             subject = await views.subject(ev.subject, ev.namespace)
-            await states.settle(part, ev.namespace, (subject or {}).get("limits") or {})
+            limits = (subject or {}).get("limits") or {}
+            await states.settle(part, ev.namespace, limits)
             decide = partial(decide_fire, ev, subject=subject, fire_state=fires_table.get(ev.namespace),
                              throttle_state=part.throttle_state(ev.namespace), now_ms=events.now_ms(),
                              assigned=part.seen)
@@ -202,7 +203,7 @@ def register(app: Any, entities_table: Any, views: Views, states: Admission,
             if out.throttle_state is not None:
                 part.count(ev.namespace, out.throttle_state)
             for req in out.admitted:
-                await start(req, part)
+                await start(req, part, limits)
             for req in out.compositions:
                 await topics["compositions"].send(key=req.namespace.encode(), value=events.encode(req))
             await completions.send(key=ev.namespace.encode(), value=events.encode(out.completion))

@@ -115,6 +115,7 @@ def start_stack(base: Settings, invokers: int = 2, **overrides: Any) -> Stack:
     )
     stack = Stack(s, base)
     try:
+        services.ensure_action_network(s, say)
         started = time.monotonic()
         for comp in services.components(s):
             services.start_component(s, comp.name, comp.module, comp.args, say, wait=False)

@@ -30,6 +30,7 @@ function assertMainIsFunction(fn, name) {
 }
 
 function fromSource(code, main) {
+  process.chdir(actionDir());
   // A fresh module/exports per action, so `exports.main = ...` works as with require().
   const mod = { exports: {} };
   const body = `${code}\ntry { return ${main}; } catch (e) {\n` +
@@ -39,8 +40,20 @@ function fromSource(code, main) {
   return assertMainIsFunction(fn(require, mod, mod.exports, '/action/index.js', '/action'), main);
 }
 
+// The container's writable, exec-mapped action directory (a tmpfs the invoker mounts), else the temp dir.
+function actionDir() {
+  const base = process.env.OW_ACTION_DIR || '/action';
+  try {
+    fs.accessSync(base, fs.constants.W_OK);
+    return base;
+  } catch (e) {
+    return os.tmpdir();
+  }
+}
+
 function fromZip(code, main) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'action-'));
+  const dir = fs.mkdtempSync(path.join(actionDir(), 'action-'));
+  process.chdir(dir);
   const zip = path.join(dir, 'action.zip');
   fs.writeFileSync(zip, Buffer.from(code, 'base64'));
   try {

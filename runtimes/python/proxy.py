@@ -37,8 +37,15 @@ def _sentinel() -> None:
             pass
 
 
+def _action_dir() -> str:
+    """The container's writable, exec-mapped action directory (a tmpfs the invoker mounts), else a temp dir."""
+    base = os.environ.get("OW_ACTION_DIR", "/action")
+    return base if os.access(base, os.W_OK) else tempfile.mkdtemp(prefix="ow-action-")
+
+
 def _load(code: str, binary: bool, main_name: str) -> Any:
-    workdir = tempfile.mkdtemp(prefix="ow-action-")
+    workdir = _action_dir()
+    os.chdir(workdir)  # as OpenWhisk's runtimes: relative paths (scratch files, data) resolve in the action's dir
     if binary:
         with zipfile.ZipFile(io.BytesIO(base64.b64decode(code))) as zf:
             zf.extractall(workdir)

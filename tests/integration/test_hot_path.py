@@ -5,7 +5,6 @@ Kafka is read directly: what travels is the claim under test, so it is counted, 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import os
@@ -14,12 +13,9 @@ import zipfile
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from contracts import bus
-from contracts.settings import Settings
 from contracts.topics import Topics
+from tests.kafkalog import ends, messages_about
 from tests.stack import Client, Stack
 
 BLOB_BYTES = 3 * 1024 * 1024 * 3 // 4  # base64 makes the action 3 MB
@@ -40,53 +36,6 @@ def big_zip() -> str:
                                    "def main(a):\n    return {'n': a.get('n'), 'big': os.path.getsize(BLOB)}\n")
         zf.writestr("blob", os.urandom(BLOB_BYTES))
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def ends(settings: Settings) -> dict[str, int]:
-    """Messages in every topic of the stack (its own topics and Faust's internal ones), summed over partitions."""
-    async def read() -> dict[str, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
-        await admin.start()
-        try:
-            names = [n for n in await admin.list_topics() if n.startswith((f"{settings.prefix}.",
-                                                                            f"{settings.prefix}-"))]
-        finally:
-            await admin.close()
-        consumer = bus.consumer(settings.kafka, group=None)
-        await consumer.start()
-        try:
-            tps = [tp for n in names for tp in await bus.partitions(consumer, n)]
-            offsets = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
-        out: dict[str, int] = {}
-        for tp, off in offsets.items():
-            out[tp.topic] = out.get(tp.topic, 0) + off
-        return out
-    return asyncio.run(read())
-
-
-def messages_about(settings: Settings, topics: list[str], ids: set[str]) -> list[tuple[str, bytes]]:
-    """(topic, raw value) of every message in `topics` that names one of the activation ids."""
-    async def read() -> list[tuple[str, bytes]]:
-        consumer = bus.consumer(settings.kafka, group=None)
-        await consumer.start()
-        try:
-            tps = [tp for n in topics for tp in await bus.partitions(consumer, n)]
-            last = await consumer.end_offsets(tps)
-            tps = [tp for tp in tps if last[tp] > 0]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            out: list[tuple[str, bytes]] = []
-            todo: set[TopicPartition] = set(tps)
-            while todo:
-                for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
-                    out += [(tp.topic, m.value) for m in msgs if any(i.encode() in m.value for i in ids)]
-                todo = {tp for tp in todo if await consumer.position(tp) < last[tp]}
-            return out
-        finally:
-            await consumer.stop()
-    return asyncio.run(read())
 
 
 def test_a_big_action_is_referenced_never_resent(stack: Stack, c: Client) -> None:

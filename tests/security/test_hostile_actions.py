@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from invoker import network
 from tests.chaos.faults import put_action
 from tests.stack import Client, Stack
 
@@ -49,26 +50,29 @@ def _run(c: Client, name: str, params: dict[str, Any] | None = None) -> dict[str
     return rec
 
 
-def _host_targets(stack: Stack) -> list[tuple[str, int]]:
-    """Every IPv4 address of the host, on every port of the control plane."""
+def _host_targets(stack: Stack, gateway: str) -> list[tuple[str, int]]:
+    """Every IPv4 address of the host, on every port of the control plane, but the ingress on the gateway."""
     addrs = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
-    addrs = [a for a in addrs if ":" not in a] + ["127.0.0.1", "172.17.0.1", "169.254.169.254"]
+    addrs = [a for a in addrs if ":" not in a] + ["127.0.0.1", "172.17.0.1", gateway]
     s = stack.settings
     kafka_port = int(s.kafka.rsplit(":", 1)[1])
     couch_port = int(s.couchdb.rsplit(":", 1)[1])
-    ports = [kafka_port, s.kafka_controller_port, couch_port, s.api_port, s.nginx_port, 6066, 8080]
-    return [(a, p) for a in dict.fromkeys(addrs) for p in ports]
+    ports = [kafka_port, s.kafka_controller_port, couch_port, s.connect_port, s.api_port, s.nginx_port, 2375, 8080]
+    return [(a, p) for a in dict.fromkeys(addrs) for p in ports if (a, p) != (gateway, s.nginx_port)]
 
 
 def test_action_cannot_reach_control_plane_or_other_containers(stack: Stack) -> None:
+    """Actions have a network now (tests/integration/test_sandbox.py shows the outside side): the platform is walled
+    off by the firewall, other tenants' containers by the bridge (no inter-container traffic)."""
+    net = network.find(stack.settings)
+    assert net is not None
     c = stack.client()
     put_action(c, "sec_probe", PROBE)
-    targets = _host_targets(stack)
-    rec = _run(c, "sec_probe", {"targets": targets})
+    rec = _run(c, "sec_probe", {"targets": _host_targets(stack, net.gateway)})
     res = rec["response"]["result"]
     opened = [k for k, v in res.items() if v == "open"]
     assert opened == [], f"reachable from an action: {opened}"
-    assert res["interfaces"] == ["lo"]  # network_mode none: no route to the host or other containers
+    assert res["interfaces"] == ["eth0", "lo"]  # the walled-off action network
     assert res["docker_sock"] is False
 
 

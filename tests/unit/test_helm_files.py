@@ -42,7 +42,8 @@ def test_chart_start_script_renders_like_cli_services(tmp_path: Path) -> None:
         "NGINX_PREFIX": str(prefix), "NGINX_TEMPLATE": str(FILES / "nginx.conf.tmpl")})
     expected = tmp_path / "expected.conf"
     render(REPO / "deploy" / "nginx" / "nginx.conf.tmpl", expected, {
-        "user_directive": "", "prefix": str(prefix), "listen": "0.0.0.0:8080", "upstream": "127.0.0.1:23233"})
+        "user_directive": "", "prefix": str(prefix), "listen": "0.0.0.0:8080", "listen_actions": "",
+        "upstream": "127.0.0.1:23233"})
     assert (prefix / "nginx.conf").read_text() == expected.read_text()
     assert "{{" not in expected.read_text()
     assert (prefix / "logs" / "access.log").is_symlink()

@@ -7,6 +7,6 @@ P=${NGINX_PREFIX:-/var/lib/streamwhisk-nginx}
 TMPL=${NGINX_TEMPLATE:-/etc/streamwhisk/nginx.conf.tmpl}
 mkdir -p "$P/logs" "$P/temp"
 ln -sf /dev/stdout "$P/logs/access.log"
-sed -e "s#{{user_directive}}##g" -e "s#{{prefix}}#$P#g" -e "s#{{listen}}#$LISTEN#g" -e "s#{{upstream}}#$UPSTREAM#g" \
+sed -e "s#{{user_directive}}##g" -e "s#{{listen_actions}}##g" -e "s#{{prefix}}#$P#g" -e "s#{{listen}}#$LISTEN#g" -e "s#{{upstream}}#$UPSTREAM#g" \
   "$TMPL" > "$P/nginx.conf"
 exec nginx -p "$P/" -c "$P/nginx.conf" -e /dev/stderr -g 'daemon off;'
