@@ -19,6 +19,7 @@ import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -130,6 +131,9 @@ def ensure(settings: Settings, deny: tuple[str, ...] = ()) -> ActionNetwork:
         net = _network(client, name, bridge, settings.prefix)
     finally:
         client.close()
+    # The rules must go where the bridge is: made in an invoker pod beside the node's dockerd, they wall off nothing.
+    if not Path(f"/sys/class/net/{net.bridge}").exists():
+        raise RuntimeError(f"bridge {net.bridge} is not in this network namespace; cannot wall it off")
     _wall(net, chain, settings.nginx_port, METADATA + tuple(deny))
     return net
 

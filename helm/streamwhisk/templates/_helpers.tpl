@@ -72,6 +72,12 @@ env:
     secretKeyRef:
       name: {{ include "sw.secretName" . }}
       key: couchdb-url
+# Shared by the API (verifies) and the invokers (mint): activation-scoped keys (contracts/keys.py).
+- name: WSK_ACTIVATION_KEY_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sw.secretName" . }}
+      key: activation-key-secret
 {{- end -}}
 
 {{- define "sw.pullSecrets" -}}
