@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 from aiohttp import web
 
@@ -19,6 +21,22 @@ CORS = {
 
 def malformed(detail: str) -> WhiskError:
     return WhiskError(400, f"The request content was malformed:\n{detail}")
+
+
+def method_not_allowed(allowed: Sequence[str]) -> WhiskError:
+    """Pekko's answer to a MethodRejection: the supported methods in the text and in an `Allow` header."""
+    methods = ", ".join(allowed)
+    return WhiskError(405, f"HTTP method not allowed, supported methods: {methods}", {"Allow": methods})
+
+
+def no_json_value(blank: str) -> WhiskError:
+    """spray-json's text for a body with no JSON value (empty or whitespace): the end of the input, with its
+    line (control characters as '?') and a caret under the position."""
+    line = blank.rpartition("\n")[2]
+    col = len(line) + 1
+    shown = line.replace("\t", "?").replace("\r", "?")
+    where = f"input index {len(blank)} (line {blank.count(chr(10)) + 1}, position {col})"
+    return malformed(f"Unexpected end-of-input at {where}, expected JSON Value:\n{shown}\n{' ' * (col - 1)}^\n")
 
 
 def not_authorized(path: str) -> WhiskError:

@@ -23,8 +23,9 @@ from streams.entities.logic import merge_parameters
 Doc = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COLLECTIONS = {"actions": "action", "triggers": "trigger", "rules": "rule", "packages": "package"}
-METHODS = {"actions": ("GET", "PUT", "DELETE", "POST"), "triggers": ("GET", "PUT", "DELETE", "POST"),
-           "rules": ("GET", "PUT", "DELETE", "POST"), "packages": ("GET", "PUT", "DELETE")}
+# In OpenWhisk's order (entityOps = put | get | delete | post), which its 405 text and Allow header follow.
+METHODS = {"actions": ("PUT", "GET", "DELETE", "POST"), "triggers": ("PUT", "GET", "DELETE", "POST"),
+           "rules": ("PUT", "GET", "DELETE", "POST"), "packages": ("PUT", "GET", "DELETE")}
 NORMALIZE = {
     "action": entities.normalize_action_put,
     "trigger": entities.normalize_trigger_put,
@@ -55,14 +56,10 @@ def add(app: web.Application) -> None:
         r.add_route("*", f"/api/v1/namespaces/{{ns}}/{coll}/{{rest:.+}}", entity)
 
 
-def method_not_allowed(allowed: tuple[str, ...]) -> WhiskError:
-    return WhiskError(405, f"HTTP method not allowed, supported methods: {', '.join(allowed)}")
-
-
 def get_only(handler: Handler) -> Handler:
     async def route(request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
-            raise method_not_allowed(("GET",))
+            raise errors.method_not_allowed(("GET",))
         return await handler(request)
 
     return route
@@ -280,7 +277,7 @@ async def entity(request: web.Request) -> web.StreamResponse:
     rest = request.match_info["rest"]
     m = request.method
     if m not in METHODS[coll] and m != "HEAD":
-        raise method_not_allowed(METHODS[coll])
+        raise errors.method_not_allowed(METHODS[coll])
     if rest.endswith("/") and coll == "actions" and m in ("GET", "HEAD"):
         return await list_entities(request, package=entities.validate_name(rest[:-1]))
     doc_ns, name = _doc_ns_name(ns, rest)
@@ -447,11 +444,8 @@ async def list_activations(request: web.Request) -> web.Response:
     if docs_flag and count:
         raise WhiskError(400, "The parameter 'docs' is not permitted with 'count'.")
     since, upto = _epoch(request, "since"), _epoch(request, "upto")
-    name = request.query.get("name")
+    name = activation_name_filter(request.query.get("name"))
     if name is not None:
-        parts = name.split("/")
-        if len(parts) > 2 or not all(entities.ENTITY_NAME_RE.match(p) for p in parts):
-            raise WhiskError(400, f"Parameter may be a 'simple' name or 'package-name/simple' name: {name}")
         prefix: list[Any] = [ns, name]
         design_view = "by_name"
     else:
@@ -474,6 +468,23 @@ async def list_activations(request: web.Request) -> web.Response:
         s["statusCode"] = d.get("response", {}).get("statusCode", 0)
         out.append(s)
     return json_response(out)
+
+
+def activation_name_filter(value: str | None) -> str | None:
+    """The `name` filter as OpenWhisk's Activations.scala reads it (an EntityPath of at most two segments,
+    empty segments dropped); a blank value means no filter.
+
+    >>> activation_name_filter("/pkg/a/"), activation_name_filter(""), activation_name_filter("  ")
+    ('pkg/a', None, None)
+    """
+    if value is None:
+        return None
+    parts = [p for p in value.split("/") if p]
+    if parts and len(parts) <= 2 and all(entities.ENTITY_NAME_RE.match(p) for p in parts):
+        return "/".join(parts)
+    if not value.strip():
+        return None
+    raise WhiskError(400, f"Parameter may be a 'simple' name or 'package-name/simple' name: {value}")
 
 
 def _epoch(request: web.Request, name: str) -> int | None:

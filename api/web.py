@@ -29,6 +29,7 @@ Doc = dict[str, Any]
 EXTENSIONS = ("json", "html", "http", "svg", "text")
 RESERVED = {"__ow_method", "__ow_headers", "__ow_path", "__ow_body", "__ow_query", "__ow_user"}
 NOT_ALLOWED = "Request defines parameters that are not allowed (e.g., reserved properties)."
+NOT_ACCEPTABLE = "Resource representation is only available with these types:\n"  # Pekko's 406 text
 WAIT_S = 60.0
 CORS_METHODS = "OPTIONS, GET, DELETE, POST, PUT, HEAD, PATCH"
 CORS_HEADERS = "Authorization, Origin, X-Requested-With, Content-Type, Accept, User-Agent"
@@ -181,6 +182,54 @@ def _looks_b64(s: str) -> bool:
     return bool(t) and len(t) % 4 == 0 and bool(_B64.match(t)) and not t.isdigit()
 
 
+def offered_type(ext: str, headers: dict[str, list[str]]) -> str:
+    """The content type OpenWhisk's marshaller offers for a web response, as Pekko names it in a 406: `.text`
+    completes with a String (open charset), the others with an entity of fixed type; text/* gets UTF-8."""
+    if ext == "text":
+        return "text/plain"
+    ctype = next((v[0] for k, v in headers.items() if k.lower() == "content-type"), "application/json")
+    media = ctype.split(";")[0].strip().lower()
+    return f"{media}; charset=UTF-8" if media.startswith("text/") else media
+
+
+def accepts(accept: str | None, media: str) -> bool:
+    """Whether the Accept header takes `media` (Pekko's MediaTypeNegotiator): no header takes all; otherwise the
+    most specific matching range decides (type/sub, then type/*, then */*; more parameters, then higher q first)
+    and q=0 refuses. Parameters other than q must match the media type's (ours have none; charset is ignored).
+
+    >>> accepts(None, "text/html"), accepts("application/json", "text/html"), accepts("text/*;q=0, */*", "text/html")
+    (True, False, False)
+    """
+    ranges: list[tuple[int, int, float, str, str, bool]] = []
+    for item in (accept or "").split(","):
+        rng, *params = (p.strip() for p in item.split(";"))
+        if not rng:
+            continue
+        main, slash, sub = rng.lower().partition("/")
+        if not slash:
+            return True  # an unparsable Accept header is ignored
+        kvs = [(k.strip().lower(), v.strip()) for k, _, v in (p.partition("=") for p in params)]
+        q = next((_qvalue(v) for k, v in kvs if k == "q"), 1.0)
+        keys = [k for k, _ in kvs if k != "q"]
+        rank = 2 if main == "*" else 1 if sub == "*" else 0
+        matchable = all(k == "charset" for k in keys) if rank == 0 else not keys
+        ranges.append((rank, -len(keys), -q, main, sub, matchable))
+    if not ranges:
+        return True
+    m_main, _, m_sub = media.lower().partition("/")
+    for rank, _, neg_q, main, sub, matchable in sorted(ranges, key=lambda r: r[:3]):
+        if matchable and (rank == 2 or (main == m_main and (rank == 1 or sub == m_sub))):
+            return -neg_q > 0
+    return False
+
+
+def _qvalue(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        return 1.0  # as Pekko's MediaRange.splitOffQValue
+
+
 def auth_ok(required: Any, creds_valid: bool, header: str | None) -> bool:
     """require-whisk-auth: true -> valid Basic credentials; string/number -> X-Require-Whisk-Auth equals it."""
     if required is None or required is False:
@@ -203,11 +252,21 @@ def cors(request: web.Request) -> dict[str, str]:
 
 
 async def web_action(request: web.Request) -> web.StreamResponse:
+    request["web_offer"] = "application/json"  # errors are JSON; _web_action sets what its answer offers
     try:
-        return await _web_action(request)
+        resp: web.StreamResponse = await _web_action(request)
     except WhiskError as e:
         hdr = {} if request.get("no_cors") else cors(request)
-        return error_response(e.status, e.message, request["tid"], hdr)
+        resp = error_response(e.status, e.message, request["tid"], hdr)
+        request["web_offer"] = "application/json"
+    offer = request["web_offer"]
+    accept = ", ".join(request.headers.getall("Accept", [])) or None
+    if offer is not None and not accepts(accept, offer.split(";")[0]):
+        # OpenWhisk completes through Pekko's content negotiation, whose rejection answers 406 outside the
+        # web route: no CORS or activation id headers (the action has run all the same).
+        request["no_cors"] = True
+        return error_response(406, NOT_ACCEPTABLE + offer, request["tid"])
+    return resp
 
 
 async def _resolve(request: web.Request, ns: str, pkg: str, name: str) -> Doc:
@@ -245,6 +304,7 @@ async def _web_action(request: web.Request) -> web.StreamResponse:
     request["no_cors"] = custom_options
     hdrs = {} if custom_options else cors(request)
     if request.method == "OPTIONS" and not custom_options:
+        request["web_offer"] = "none/none"  # Pekko's HttpEntity.Empty has no content type, which it names so
         return web.Response(status=200, headers=hdrs)
     caller = _caller(request)
     if request.method != "OPTIONS" and not auth_ok(
@@ -270,6 +330,8 @@ async def _web_action(request: web.Request) -> web.StreamResponse:
     if code == 1 and isinstance(result, dict):
         result = result.get("error")
     status, out, data = web_response(ext, result)
+    # An .http answer without a body is a bare response in OpenWhisk: no content negotiation.
+    request["web_offer"] = offered_type(ext, out) if data or ext != "http" else None
     r = web.Response(status=status, body=data if status != 204 else None)
     for k, vals in out.items():
         for v in vals:

@@ -86,29 +86,42 @@ class Runtime:
 
 RUNTIMES: dict[str, Runtime] = {
     "python:3": Runtime("python:3", "python", "streamwhisk/action-python", True),
+    "python:3.11": Runtime("python:3.11", "python", "streamwhisk/action-python", False),  # Debian bookworm: 3.11
     "nodejs:18": Runtime("nodejs:18", "nodejs", "streamwhisk/action-nodejs", True),  # Debian bookworm: node 18
 }
-# Accepted spellings that store as a canonical kind (OpenWhisk resolves `<family>:default` on save).
-KIND_ALIASES: dict[str, str] = {
-    "python": "python:3",
-    "python:default": "python:3",
-    "python:3.11": "python:3",
-    "nodejs": "nodejs:18",
-    "nodejs:default": "nodejs:18",
-}
+# Bare family names are a Streamwhisk convenience (OpenWhisk knows only exact kinds and `<family>:default`).
+KIND_ALIASES: dict[str, str] = {"python": "python:default", "nodejs": "nodejs:default"}
 BLACKBOX = "blackbox"
 SEQUENCE = "sequence"
 VALID_KINDS = sorted([*RUNTIMES, BLACKBOX, SEQUENCE])
 
 
 def resolve_kind(kind: str) -> str:
+    """The kind as stored: as given, except that `<family>:default` becomes the family's default kind
+    (OpenWhisk's ExecManifest.resolveDefaultRuntime)."""
     k = kind.strip().lower() if isinstance(kind, str) else kind
+    k = KIND_ALIASES.get(k, k)
     if k in RUNTIMES or k in (BLACKBOX, SEQUENCE):
         return str(k)
-    if k in KIND_ALIASES:
-        return KIND_ALIASES[k]
+    family, _, version = str(k).partition(":")
+    default = next((rt.kind for rt in RUNTIMES.values() if rt.family == family and rt.default), None)
+    if version == "default" and default is not None:
+        return default
     valid = ", ".join(f"'{v}'" for v in VALID_KINDS)
     raise malformed(f"The specified runtime '{kind}' is not supported by this platform. Valid values are: {valid}.")
+
+
+def image_kind(kind: str) -> str:
+    """The kind invokers key images and stem cells by: the default kind of the image that runs `kind`
+    (python:3.11 -> python:3); other kinds (blackbox, unknown) unchanged.
+
+    >>> image_kind("python:3.11"), image_kind("python:3"), image_kind("nodejs:18"), image_kind("blackbox")
+    ('python:3', 'python:3', 'nodejs:18', 'blackbox')
+    """
+    rt = RUNTIMES.get(kind)
+    if rt is None:
+        return kind
+    return next((r.kind for r in RUNTIMES.values() if r.image == rt.image and r.default), kind)
 
 
 def runtimes_info() -> dict[str, list[dict[str, Any]]]:
@@ -155,38 +168,49 @@ def default_limits() -> dict[str, int]:
     return {k: v.default for k, v in LIMITS.items()}
 
 
+# OpenWhisk's words for each field in its limit texts (TimeLimit, MemoryLimit, LogLimit, IntraConcurrencyLimit,
+# InstanceConcurrencyLimit): when the JSON is not a number, and when it is not whole.
+_MALFORMED_NAMES = {"timeout": "time", "memory": "memory", "logs": "log", "concurrency": "concurrency",
+                    "instances": "instance concurrency"}
+_WHOLE_NAMES = {**_MALFORMED_NAMES, "concurrency": "intra concurrency"}
+
+
 def _limit_message(field: str, value: int, bound: int, word: str) -> str:
-    # Wording follows OpenWhisk's TimeLimit/MemoryLimit/LogLimit/ConcurrencyLimit `require`s, as the spec quotes.
+    # Messages.durationXAllowedThreshold("duration", ...), sizeXAllowedThreshold("memory"/"log", ...), concurrencyX.
     if field == "timeout":
-        return f"timeout {value} milliseconds {word} allowed threshold of {bound} milliseconds"
-    if field == "memory":
-        return f"memory {value} MB {word} allowed threshold of {bound} MB"
-    if field == "logs":
-        return f"log size {value} MB {word} allowed threshold of {bound} MB"
+        return f"duration {value} milliseconds {word} allowed threshold of {bound} milliseconds"
+    if field in ("memory", "logs"):
+        return f"{_MALFORMED_NAMES[field]} size {value} MB {word} allowed threshold of {bound} MB"
     return f"concurrency {value} {word} allowed threshold of {bound}"
 
 
 def validate_limits(limits: Any) -> dict[str, int]:
-    """Only the given fields, range-checked; `instances` is passed through (namespace-dependent)."""
+    """Only the given fields; `instances` is passed through (namespace-dependent).
+
+    As OpenWhisk: every field is parsed first (ActionLimitsOption's order; null = not given), then the ranges are
+    checked in checkActionLimits' order (memory, timeout, logs, concurrency; the maximum before the minimum).
+    """
     if not isinstance(limits, dict):
         raise malformed("'limits' must be an object")
     out: dict[str, int] = {}
-    for field, value in limits.items():
-        if field not in LIMITS and field != "instances":
-            continue  # OpenWhisk ignores unknown limit fields
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise malformed(f"{field} limit must be an integer")
-        v = int(value)
-        if field == "instances":
-            if v < 1:
-                raise malformed("instances limit must be at least 1")
-        else:
-            lim = LIMITS[field]
-            if v < lim.min:
-                raise WhiskError(400, _limit_message(field, v, lim.min, "below"))
+    for field in ("timeout", "memory", "logs", "concurrency", "instances"):
+        value = limits.get(field)  # OpenWhisk ignores unknown limit fields
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise malformed(f"{_MALFORMED_NAMES[field]} limit malformed")
+        if isinstance(value, float) and not value.is_integer():
+            raise malformed(f"{_WHOLE_NAMES[field]} limit must be whole number")
+        out[field] = int(value)
+    for field in ("memory", "timeout", "logs", "concurrency"):
+        if field in out:
+            v, lim = out[field], LIMITS[field]
             if v > lim.max:
                 raise WhiskError(400, _limit_message(field, v, lim.max, "exceeds"))
-        out[field] = v
+            if v < lim.min:
+                raise WhiskError(400, _limit_message(field, v, lim.min, "below"))
+    if out.get("instances", 1) < 1:
+        raise malformed("instances limit must be at least 1")
     return out
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from contracts import bus, events, keys
+from contracts import bus, entities, events, keys
 from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested, InvokerPing
 from contracts.settings import Settings
 from contracts.topics import Topics
@@ -57,7 +57,7 @@ def parse_prewarm(spec: str) -> list[tuple[str, int]]:
     out = []
     for item in spec.replace(",", " ").split():
         kind, _, mem = item.partition("@")
-        out.append((kind, int(mem or 256)))
+        out.append((entities.image_kind(kind), int(mem or 256)))  # python:3.11@256: a python:3 stem cell
     return out
 
 
@@ -223,7 +223,7 @@ class Invoker:
         doc_id = f"{action['namespace']}/{action['name']}"
         # The network is part of the key: a namespace whose limit changed gets new containers.
         key: Key = (req.namespace, doc_id, f"{action.get('version')}@{action.get('updated')}@{net or ''}")
-        image = exec_.get("image") if kind == "blackbox" else IMAGES.get(kind)
+        image = exec_.get("image") if kind == "blackbox" else IMAGES.get(entities.image_kind(kind))
         start = events.now_ms()
         init_ms: int | None = None
         logs: list[str] = []
@@ -233,7 +233,8 @@ class Invoker:
             if image is None:
                 res = outcome.internal_error(f"The runtime '{kind}' is not available on this invoker.")
             else:
-                slot, cold = await self._acquire(key, kind, memory_mb, net)
+                # Stem cells go by image: a python:3 stem cell serves python:3.11.
+                slot, cold = await self._acquire(key, entities.image_kind(kind), memory_mb, net)
                 start = events.now_ms()
                 res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
         except Exception as e:

@@ -24,7 +24,9 @@ function sentinel() {
 
 function assertMainIsFunction(fn, name) {
   if (typeof fn !== 'function') {
-    throw new Error(`Action entrypoint '${name}' is not a function.`);
+    // A plain string, as runner.js rejects with: the /init error then has no "Error:" and no stack.
+    // eslint-disable-next-line no-throw-literal
+    throw `Action entrypoint '${name}' is not a function.`;
   }
   return fn;
 }
@@ -89,8 +91,8 @@ async function init(body) {
     userMain = value.binary ? fromZip(value.code, main) : fromSource(value.code, main);
     return [200, { OK: true }];
   } catch (e) {
-    console.error(e);
-    return [502, { error: `Initialization has failed due to: ${e && e.stack ? e.stack : e}` }];
+    console.error('Error during initialization:', e);
+    return [502, { error: `Initialization has failed due to: ${e && e.stack ? String(e.stack) : e}` }];
   }
 }
 

@@ -136,9 +136,13 @@ class Handler(BaseHTTPRequestHandler):
             os.environ[str(k)] = _env_value(v)
         try:
             _main = _load(value["code"], bool(value.get("binary")), value.get("main") or "main")
-        except BaseException as ex:  # SyntaxError, ImportError, SystemExit at import time...
+        except SyntaxError as ex:  # ActionLoop's compile step logs only the parser's message
+            print(ex.msg, file=sys.stderr)
+            return 502, {"error": "The action failed to generate or locate a binary. See logs for details."}
+        except BaseException:  # no `main`, ImportError, SystemExit at import time: the launcher dies
             traceback.print_exc()
-            return 502, {"error": f"{type(ex).__name__}: {ex}" if str(ex) else type(ex).__name__}
+            print("Command exited abruptly during initialization.", file=sys.stderr)
+            return 502, {"error": "Cannot start action. Check logs for details."}
         _initialized = True
         return 200, {"ok": True}
 

@@ -144,10 +144,10 @@ def test_entity_names(c: Client) -> None:
 
 
 @pytest.mark.parametrize(("limits", "message"), [
-    ({"memory": 1024}, "memory 1024 MB exceeds allowed threshold of 512 MB"),
-    ({"memory": 64}, "memory 64 MB below allowed threshold of 128 MB"),
-    ({"timeout": 50}, "timeout 50 milliseconds below allowed threshold of 100 milliseconds"),
-    ({"timeout": 300001}, "timeout 300001 milliseconds exceeds allowed threshold of 300000 milliseconds"),
+    ({"memory": 1024}, "memory size 1024 MB exceeds allowed threshold of 512 MB"),
+    ({"memory": 64}, "memory size 64 MB below allowed threshold of 128 MB"),
+    ({"timeout": 50}, "duration 50 milliseconds below allowed threshold of 100 milliseconds"),
+    ({"timeout": 300001}, "duration 300001 milliseconds exceeds allowed threshold of 300000 milliseconds"),
     ({"logs": 11}, "log size 11 MB exceeds allowed threshold of 10 MB"),
     ({"concurrency": 2}, "concurrency 2 exceeds allowed threshold of 1"),
 ])
@@ -196,8 +196,8 @@ def test_bad_requests(c: Client) -> None:
     err(r, 415, "The request's Content-Type is not supported. Expected:\napplication/json")
     err(c.put(f"actions/{uniq('ow')}", {"exec": PY}, overwrite="maybe"), 400,
         "The query parameter 'overwrite' was malformed:\n'maybe' is not a valid Boolean value")
-    err(c.post("packages/x", {}), 405, "HTTP method not allowed, supported methods: GET, PUT, DELETE")
-    err(c.req("PATCH", "actions/x"), 405, "HTTP method not allowed, supported methods: GET, PUT, DELETE, POST")
+    err(c.post("packages/x", {}), 405, "HTTP method not allowed, supported methods: PUT, GET, DELETE")
+    err(c.req("PATCH", "actions/x"), 405, "HTTP method not allowed, supported methods: PUT, GET, DELETE, POST")
     err(c.post("actions", {}), 405, "HTTP method not allowed, supported methods: GET")
     err(c.put("limits", {}), 405, "HTTP method not allowed, supported methods: GET")
     err(c.get("actions/a/b/c"), 404, NOT_FOUND)

@@ -86,10 +86,10 @@ def test_application_error_is_502_with_error_only(c: Client) -> None:
     ("def main(a):\n    return 42\n", "The action did not return a dictionary or array."),
     ("def main(a):\n    import os\n    os._exit(3)\n",
      "The action did not produce a valid response and exited unexpectedly."),
-    ("def main(a) oops\n", None),  # init failure: SyntaxError
-    ("x = 1\n", "Action entrypoint 'main' is not a function in the action code."),
+    ("def main(a) oops\n", "The action failed to generate or locate a binary. See logs for details."),
+    ("x = 1\n", "Cannot start action. Check logs for details."),  # no main
 ])
-def test_developer_errors_are_502(c: Client, code: str, message: str | None) -> None:
+def test_developer_errors_are_502(c: Client, code: str, message: str) -> None:
     name = f"dev{uuid.uuid4().hex[:6]}"
     put(c, name, code)
     r = c.post(f"actions/{name}", {}, blocking=True)
@@ -97,10 +97,7 @@ def test_developer_errors_are_502(c: Client, code: str, message: str | None) -> 
     resp = r.json()["response"]
     assert resp["status"] == "action developer error" and resp["success"] is False
     assert set(resp["result"]) == {"error"}
-    if message is None:
-        assert "SyntaxError" in resp["result"]["error"]
-    else:
-        assert message in resp["result"]["error"]
+    assert message in resp["result"]["error"]
     summary = [s for s in c.get("activations", name=name).json()]
     deadline = time.monotonic() + 10
     while not summary and time.monotonic() < deadline:
@@ -364,8 +361,7 @@ def test_blackbox_local_image(c: Client) -> None:
 
 def test_action_cannot_reach_the_platform(c: Client, stack: Stack) -> None:
     targets = [("127.0.0.1", 29092), ("127.0.0.1", 25984), ("172.17.0.1", 29092), ("172.17.0.1", 25984),
-               ("172.17.0.1", stack.settings.api_port), ("172.17.0.1", stack.settings.nginx_port),
-               ("10.0.2.2", 29092)]
+               ("172.17.0.1", stack.settings.api_port), ("172.17.0.1", stack.settings.nginx_port)]
     code = ("import socket\n"
             "def main(a):\n"
             "    out = {}\n"
@@ -383,9 +379,9 @@ def test_action_cannot_reach_the_platform(c: Client, stack: Stack) -> None:
             "    return out\n")
     put(c, "probe", code)
     out = c.post("actions/probe", {"targets": targets}, blocking=True, result=True).json()
-    assert out.pop("ifaces") == ["lo"], out
+    assert sorted(out.pop("ifaces")) == ["eth0", "lo"], out  # the walled-off action network (test_sandbox.py)
     assert all(v != "connected" for v in out.values()), out
-    assert out["172.17.0.1:29092"].endswith(" 101"), out  # ENETUNREACH: there is no route at all
+    assert out["172.17.0.1:29092"] == "ConnectionRefusedError 111", out  # refused by the wall, at once
 
 
 # --- throttles ------------------------------------------------------------------------------------------

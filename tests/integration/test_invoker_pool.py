@@ -136,6 +136,8 @@ def test_container_is_hardened(c: Client, dock: docker.DockerClient) -> None:
     assert hc["CpuShares"] == 1024 * 128 // 2048  # cpu share proportional to memory in the invoker's pool
     assert hc["PidsLimit"] == 1024
     assert hc["CapDrop"] == ["ALL"] or set(hc["CapDrop"]) >= {"NET_RAW", "NET_ADMIN"}
-    assert hc["NetworkMode"] == "none" and hc["ReadonlyRootfs"] is True
+    assert hc["NetworkMode"].startswith("streamwhisk-") and hc["ReadonlyRootfs"] is True  # the walled-off network
+    # Writable, exec-able action dir and /tmp, each at most half the memory (invoker/containers.py).
+    assert hc["Tmpfs"] == {"/action": "size=64m,mode=1777,exec", "/tmp": "size=64m,mode=1777,exec"}
     assert "no-new-privileges" in hc["SecurityOpt"]
     assert not st["Config"].get("ExposedPorts") and not st["NetworkSettings"].get("Ports")

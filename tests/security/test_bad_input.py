@@ -102,13 +102,13 @@ def test_bad_entity_names(stack: Stack, name: str) -> None:
 
 
 @pytest.mark.parametrize("limits, message", [
-    ({"memory": 1}, "memory 1 MB below allowed threshold of 128 MB"),
-    ({"memory": 100000}, "memory 100000 MB exceeds allowed threshold of 512 MB"),
-    ({"timeout": 0}, "timeout 0 milliseconds below allowed threshold of 100 milliseconds"),
+    ({"memory": 1}, "memory size 1 MB below allowed threshold of 128 MB"),
+    ({"memory": 100000}, "memory size 100000 MB exceeds allowed threshold of 512 MB"),
+    ({"timeout": 0}, "duration 0 milliseconds below allowed threshold of 100 milliseconds"),
     ({"logs": 1000}, "log size 1000 MB exceeds allowed threshold of 10 MB"),
-    ({"memory": "256"}, MALFORMED + "memory limit must be an integer"),
-    ({"timeout": 1.5}, MALFORMED + "timeout limit must be an integer"),
-    ({"memory": True}, MALFORMED + "memory limit must be an integer"),
+    ({"memory": "256"}, MALFORMED + "memory limit malformed"),
+    ({"timeout": 1.5}, MALFORMED + "time limit must be whole number"),
+    ({"memory": True}, MALFORMED + "memory limit malformed"),
 ])
 def test_bad_limits(stack: Stack, limits: dict[str, Any], message: str) -> None:
     r = stack.client().put("actions/bi_lim", {"exec": {"kind": "python:3", "code": CODE}, "limits": limits},

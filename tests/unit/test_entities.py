@@ -79,7 +79,7 @@ def test_parse_fqn_rejects(path: str) -> None:
         ("python:3", "python:3"),
         ("python:default", "python:3"),
         ("python", "python:3"),
-        ("python:3.11", "python:3"),
+        ("python:3.11", "python:3.11"),
         ("nodejs:18", "nodejs:18"),
         ("nodejs:default", "nodejs:18"),
         ("blackbox", "blackbox"),
@@ -96,7 +96,7 @@ def test_unknown_kind() -> None:
     assert e.status == 400
     assert e.message == (
         MAL + "The specified runtime 'java:8' is not supported by this platform. Valid values are: "
-        "'blackbox', 'nodejs:18', 'python:3', 'sequence'."
+        "'blackbox', 'nodejs:18', 'python:3', 'python:3.11', 'sequence'."
     )
 
 
@@ -110,7 +110,15 @@ def test_runtimes_info() -> None:
             "deprecated": False,
             "attached": False,
             "requireMain": False,
-        }
+        },
+        {
+            "kind": "python:3.11",
+            "image": "streamwhisk/action-python",
+            "default": False,
+            "deprecated": False,
+            "attached": False,
+            "requireMain": False,
+        },
     ]
     assert info["nodejs"][0]["kind"] == "nodejs:18"
     assert info["nodejs"][0]["default"] is True
@@ -152,10 +160,10 @@ def test_is_binary_code(code: str, binary: bool) -> None:
 @pytest.mark.parametrize(
     ("limits", "message"),
     [
-        ({"memory": 1024}, "memory 1024 MB exceeds allowed threshold of 512 MB"),
-        ({"memory": 64}, "memory 64 MB below allowed threshold of 128 MB"),
-        ({"timeout": 50}, "timeout 50 milliseconds below allowed threshold of 100 milliseconds"),
-        ({"timeout": 300001}, "timeout 300001 milliseconds exceeds allowed threshold of 300000 milliseconds"),
+        ({"memory": 1024}, "memory size 1024 MB exceeds allowed threshold of 512 MB"),
+        ({"memory": 64}, "memory size 64 MB below allowed threshold of 128 MB"),
+        ({"timeout": 50}, "duration 50 milliseconds below allowed threshold of 100 milliseconds"),
+        ({"timeout": 300001}, "duration 300001 milliseconds exceeds allowed threshold of 300000 milliseconds"),
         ({"logs": 11}, "log size 11 MB exceeds allowed threshold of 10 MB"),
         ({"logs": -1}, "log size -1 MB below allowed threshold of 0 MB"),
         ({"concurrency": 2}, "concurrency 2 exceeds allowed threshold of 1"),

@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 PROXY = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "proxy.py"
+NODE_PROXY = PROXY.parents[1] / "nodejs" / "proxy.js"
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 
 
@@ -34,13 +36,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Proxy:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, cmd: list[str] | None = None) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.sock = str(tmp / "ow" / "proxy.sock")
         self.out, self.err = tmp / "stdout", tmp / "stderr"
         env = {**os.environ, "OW_PROXY_SOCKET": self.sock}
         with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-u", str(PROXY)], env=env, stdout=out, stderr=err)
+            cmd = cmd or [sys.executable, "-u", str(PROXY)]
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
         deadline = time.monotonic() + 10
         while not os.path.exists(self.sock):
             assert time.monotonic() < deadline, "proxy did not create its socket"
@@ -111,14 +114,41 @@ def test_init_errors(tmp_path: Path) -> None:
     try:
         assert p.run({})[0] == 500
         assert p.post("/init", {"value": {}}) == (403, {"error": "Missing main/no code to execute."})
-        status, body = p.init("def main(:\n")
-        assert status == 502 and "SyntaxError" in body["error"]
+        # ActionLoop's texts (runtime-go initHandler.go): the compile step fails, and it logs only the message.
+        assert p.init("def main(args)\n    return args\n") == (
+            502, {"error": "The action failed to generate or locate a binary. See logs for details."})
+        time.sleep(0.1)
+        assert p.err.read_text().splitlines()[-2:] == ["expected ':'", SENTINEL]
     finally:
         p.close()
     p = Proxy(tmp_path / "b")
+    try:  # no `main`: the launcher's import fails, so the action cannot start
+        assert p.init("def other(a):\n    return {}\n") == (
+            502, {"error": "Cannot start action. Check logs for details."})
+        time.sleep(0.1)
+        err = p.err.read_text()
+        assert "Traceback" in err and err.endswith(f"Command exited abruptly during initialization.\n{SENTINEL}\n")
+    finally:
+        p.close()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_nodejs_init_error_texts(tmp_path: Path) -> None:
+    """As core/nodejsActionBase (service.js, runner.js): the error's stack, or the plain string runner.js
+    rejects with for a `main` that is not a function."""
+    p = Proxy(tmp_path / "a", ["node", str(NODE_PROXY)])
     try:
-        status, body = p.init("def other(a):\n    return {}\n")
-        assert status == 502 and "main" in body["error"]
+        status, body = p.init("function main(args) { return args +; }")
+        assert status == 502
+        assert body["error"].startswith("Initialization has failed due to: SyntaxError: Unexpected token ';'\n    at ")
+        time.sleep(0.1)
+        assert "Error during initialization: SyntaxError: Unexpected token ';'" in p.err.read_text()
+    finally:
+        p.close()
+    p = Proxy(tmp_path / "b", ["node", str(NODE_PROXY)])
+    try:
+        assert p.init("function other(args) { return args; }") == (
+            502, {"error": "Initialization has failed due to: Action entrypoint 'main' is not a function."})
     finally:
         p.close()
 
