@@ -27,6 +27,8 @@ APT_PACKAGES = {
     "mvn": "maven",
     "node": "nodejs",
     "npm": "npm",
+    "iptables": "iptables",  # the action network's wall (invoker/network.py)
+    "ip": "iproute2",  # test hosts in network namespaces (tests/nethost.py)
 }
 
 
