@@ -422,6 +422,7 @@ def ensure_action_network(settings: Settings, progress: Progress = say) -> None:
     if os.environ.get("WSK_ACTION_NETWORK", "default") == "none":
         progress("[network] actions get no network (WSK_ACTION_NETWORK=none)")
         return
+    prune_action_networks(settings, progress)
     try:
         net = network.ensure(settings, tuple(os.environ.get("WSK_ACTION_DENY", "").replace(",", " ").split()))
     except Exception as e:  # the invokers then give actions no network: isolation comes first
@@ -429,6 +430,35 @@ def ensure_action_network(settings: Settings, progress: Progress = say) -> None:
         return
     progress(f"[network] {net.name}: {net.subnet}, platform walled off; API for actions at "
              f"http://{net.gateway}:{settings.nginx_port}")
+
+
+def left_behind(created: str, now_s: float, grace_s: float = 600) -> bool:
+    """Old enough that a stack with no live process is gone, not still starting (Docker's RFC 3339 time, UTC).
+
+    >>> from calendar import timegm
+    >>> left_behind("2026-12-01T06:00:00.123456789Z", timegm((2026, 12, 1, 6, 11, 0)))
+    True
+    >>> left_behind("2026-12-01T06:00:00Z", timegm((2026, 12, 1, 6, 9, 0)))
+    False
+    """
+    return created[:19] < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_s - grace_s))
+
+
+def prune_action_networks(settings: Settings, progress: Progress = say) -> None:
+    """Remove the networks of stacks whose processes are all gone (a killed test run leaves its own behind, and
+    Docker's address pools run out after about thirty)."""
+    try:
+        found = network.stacks()
+    except Exception:  # no Docker: ensure() says so
+        return
+    for prefix, home, created in found:
+        run = Path(home) / "run" if home else None
+        if prefix == settings.prefix or run is None or not left_behind(created, time.time()):
+            continue
+        if any(procs.read_pid(p) for p in run.glob("*.pid")):
+            continue
+        network.remove(prefix)
+        progress(f"[network] removed {network.names(prefix)[0]}, left by a stack that is gone ({home})")
 
 
 def render_nginx(settings: Settings) -> bool:
@@ -508,7 +538,7 @@ def stop_all(settings: Settings, progress: Progress = say, remove_containers: bo
         _stop(settings, name, progress)
     if remove_containers:
         remove_action_containers(settings, progress)
-        network.remove(settings)
+        network.remove(settings.prefix)
     for name in tail:
         _stop(settings, name, progress)
 

@@ -30,7 +30,8 @@ log = logging.getLogger("invoker.network")
 
 # Link-local covers AWS/GCP/Azure/OpenStack metadata (169.254.169.254); Alibaba's sits in CGNAT space.
 METADATA = ("169.254.0.0/16", "100.100.100.200/32")
-LABEL = "streamwhisk.action-network"
+LABEL = "streamwhisk.action-network"  # the stack's prefix
+HOME_LABEL = "streamwhisk.home"  # the stack's state dir: a stack whose processes are all gone left it behind
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,6 @@ def _ipt(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _wall(net: ActionNetwork, chain: str, ingress_port: int, deny: tuple[str, ...]) -> None:
-    if shutil.which("iptables") is None or shutil.which("iptables-restore") is None:
-        raise RuntimeError("iptables is not installed")
     res = subprocess.run(["iptables-restore", "-w", "5", "--noflush"], input=wall_rules(chain, net.gateway,
                          ingress_port, deny), capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -103,12 +102,12 @@ def _wall(net: ActionNetwork, chain: str, ingress_port: int, deny: tuple[str, ..
                 raise RuntimeError(f"iptables -I {parent}: {res.stderr.strip()}")
 
 
-def _network(client: docker.DockerClient, name: str, bridge: str, prefix: str) -> ActionNetwork:
+def _network(client: docker.DockerClient, name: str, bridge: str, prefix: str, home: str = "") -> ActionNetwork:
     try:
         net = client.networks.get(name)
     except docker.errors.NotFound:
         try:
-            net = client.networks.create(name, driver="bridge", labels={LABEL: prefix}, options={
+            net = client.networks.create(name, driver="bridge", labels={LABEL: prefix, HOME_LABEL: home}, options={
                 "com.docker.network.bridge.enable_icc": "false",
                 "com.docker.network.bridge.name": bridge,
             })
@@ -126,9 +125,11 @@ def _network(client: docker.DockerClient, name: str, bridge: str, prefix: str) -
 def ensure(settings: Settings, deny: tuple[str, ...] = ()) -> ActionNetwork:
     """Make (or find) the stack's action network and (re)apply its wall; raises if either fails."""
     name, bridge, chain = names(settings.prefix)
+    if shutil.which("iptables") is None or shutil.which("iptables-restore") is None:
+        raise RuntimeError("iptables is not installed")  # checked first: no network is made that has no wall
     client = docker.from_env()
     try:
-        net = _network(client, name, bridge, settings.prefix)
+        net = _network(client, name, bridge, settings.prefix, str(settings.home))
     finally:
         client.close()
     # The rules must go where the bridge is: made in an invoker pod beside the node's dockerd, they wall off nothing.
@@ -153,9 +154,19 @@ def find(settings: Settings) -> ActionNetwork | None:
         client.close()
 
 
-def remove(settings: Settings) -> None:
-    """Take down the wall and the network (when the stack stops; containers are gone by then)."""
-    name, bridge, chain = names(settings.prefix)
+def stacks() -> list[tuple[str, str, str]]:
+    """(prefix, state dir, creation time as Docker writes it) of every action network on this Docker."""
+    client = docker.from_env()
+    try:
+        nets = client.networks.list(filters={"label": LABEL})
+        return [(n.attrs["Labels"][LABEL], n.attrs["Labels"].get(HOME_LABEL, ""), n.attrs["Created"]) for n in nets]
+    finally:
+        client.close()
+
+
+def remove(prefix: str) -> None:
+    """Take down a stack's wall and network (when it stops; its containers are gone by then)."""
+    name, bridge, chain = names(prefix)
     for parent, rule in jumps(bridge, chain):
         for p in (parent, "FORWARD"):
             while _ipt("-C", p, *rule).returncode == 0:

@@ -17,7 +17,9 @@ AID = uuid.uuid4().hex
 
 
 def test_doctests() -> None:
-    for mod in (keys, network):
+    from cli import services
+
+    for mod in (keys, network, services):
         assert doctest.testmod(mod).failed == 0
 
 
