@@ -48,6 +48,13 @@ def _ensure_images() -> None:
     t0 = time.monotonic()
     try:
         ensure_images(lambda msg: say(f"[images] {msg}"))
+        from runtimes.build import IMAGES, build_in_background
+
+        later = [r for r, img in IMAGES.items() if not img.at_up]
+        if later:
+            log = load().home / "logs" / "images.log"
+            build_in_background(later, log)
+            say(f"[images] building the other runtimes' images in the background ({len(later)}; log: {log})")
     except Exception as e:  # docker/mmdebstrap errors of any kind: report them like other start errors
         raise StartError(f"[images] building runtime images failed: {type(e).__name__}: {e}") from e
     say(f"[images] ready ({time.monotonic() - t0:.1f} s)")

@@ -84,10 +84,14 @@ class Runtime:
     default: bool
 
 
+# Each kind is named after the version its image really runs (runtimes/build.py builds them from packages).
 RUNTIMES: dict[str, Runtime] = {
     "python:3": Runtime("python:3", "python", "streamwhisk/action-python", True),
     "python:3.11": Runtime("python:3.11", "python", "streamwhisk/action-python", False),  # Debian bookworm: 3.11
-    "nodejs:18": Runtime("nodejs:18", "nodejs", "streamwhisk/action-nodejs", True),  # Debian bookworm: node 18
+    "python:3.13": Runtime("python:3.13", "python", "streamwhisk/action-python313", False),  # Debian trixie
+    "nodejs:18": Runtime("nodejs:18", "nodejs", "streamwhisk/action-nodejs", False),  # Debian bookworm: node 18
+    "nodejs:20": Runtime("nodejs:20", "nodejs", "streamwhisk/action-nodejs20", True),  # Debian trixie: node 20
+    "nodejs:22": Runtime("nodejs:22", "nodejs", "streamwhisk/action-nodejs22", False),  # PyPI's Node.js wheel
 }
 # Bare family names are a Streamwhisk convenience (OpenWhisk knows only exact kinds and `<family>:default`).
 KIND_ALIASES: dict[str, str] = {"python": "python:default", "nodejs": "nodejs:default"}

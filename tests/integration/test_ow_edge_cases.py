@@ -121,7 +121,7 @@ def test_kind_is_kept_as_given(c: Client) -> None:
     assert put_action(c, uniq("pydef"), "def main(a):\n    return a\n", kind="python:default")["exec"]["kind"] == \
         "python:3"
     assert put_action(c, uniq("jsdef"), "function main(a) { return a }", kind="nodejs:default")["exec"]["kind"] == \
-        "nodejs:18"
+        "nodejs:20"
 
 
 def test_info_lists_both_python_kinds(stack: Stack) -> None:

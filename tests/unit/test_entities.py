@@ -81,7 +81,8 @@ def test_parse_fqn_rejects(path: str) -> None:
         ("python", "python:3"),
         ("python:3.11", "python:3.11"),
         ("nodejs:18", "nodejs:18"),
-        ("nodejs:default", "nodejs:18"),
+        ("nodejs:default", "nodejs:20"),
+        ("nodejs:22", "nodejs:22"),
         ("blackbox", "blackbox"),
         ("sequence", "sequence"),
         (" Python:3 ", "python:3"),
@@ -92,11 +93,11 @@ def test_resolve_kind(kind: str, resolved: str) -> None:
 
 
 def test_unknown_kind() -> None:
-    e = err(E.resolve_kind, "java:8")
+    e = err(E.resolve_kind, "cobol:85")
     assert e.status == 400
+    valid = ", ".join(f"'{k}'" for k in sorted([*E.RUNTIMES, "blackbox", "sequence"]))
     assert e.message == (
-        MAL + "The specified runtime 'java:8' is not supported by this platform. Valid values are: "
-        "'blackbox', 'nodejs:18', 'python:3', 'python:3.11', 'sequence'."
+        MAL + f"The specified runtime 'cobol:85' is not supported by this platform. Valid values are: {valid}."
     )
 
 
@@ -119,9 +120,17 @@ def test_runtimes_info() -> None:
             "attached": False,
             "requireMain": False,
         },
+        {
+            "kind": "python:3.13",
+            "image": "streamwhisk/action-python313",
+            "default": False,
+            "deprecated": False,
+            "attached": False,
+            "requireMain": False,
+        },
     ]
-    assert info["nodejs"][0]["kind"] == "nodejs:18"
-    assert info["nodejs"][0]["default"] is True
+    assert [(r["kind"], r["default"]) for r in info["nodejs"]] == [("nodejs:18", False), ("nodejs:20", True),
+                                                                    ("nodejs:22", False)]
 
 
 def test_limit_constants() -> None:

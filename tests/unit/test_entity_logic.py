@@ -183,8 +183,8 @@ def test_action_update_replaces_exec_params_and_version(s: Store) -> None:
             overwrite=True,
         )
     )
-    assert r["exec"]["kind"] == "nodejs:18" and r["parameters"] == [] and r["version"] == "5.0.0"
-    assert {"key": "exec", "value": "nodejs:18"} in r["annotations"]
+    assert r["exec"]["kind"] == "nodejs:20" and r["parameters"] == [] and r["version"] == "5.0.0"
+    assert {"key": "exec", "value": "nodejs:20"} in r["annotations"]
 
 
 def test_action_update_does_not_add_provide_api_key(s: Store) -> None:

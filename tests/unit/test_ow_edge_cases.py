@@ -28,7 +28,9 @@ def test_doctests() -> None:
     ("python:3", "python:3", "python:3"),
     ("python:default", "python:3", "python:3"),
     ("python", "python:3", "python:3"),
-    ("nodejs:default", "nodejs:18", "nodejs:18"),
+    ("nodejs:default", "nodejs:20", "nodejs:20"),
+    ("nodejs:18", "nodejs:18", "nodejs:18"),
+    ("python:3.13", "python:3.13", "python:3.13"),
     ("blackbox", "blackbox", "blackbox"),
 ])
 def test_kind_kept_as_given_and_its_image(given: str, stored: str, image: str) -> None:
@@ -36,7 +38,7 @@ def test_kind_kept_as_given_and_its_image(given: str, stored: str, image: str) -
     assert E.image_kind(stored) == image
 
 
-@pytest.mark.parametrize("kind", ["python:3.12", "java:default", "default", "python:"])
+@pytest.mark.parametrize("kind", ["python:3.12", "nodejs:16", "default", "python:"])
 def test_unknown_kinds(kind: str) -> None:
     with pytest.raises(WhiskError) as e:
         E.resolve_kind(kind)

@@ -1,0 +1,3 @@
+def main(args):
+    print("blackbox running")
+    return {"blackbox": True, "args": args}
