@@ -23,6 +23,7 @@ from contracts.settings import Settings
 SECTIONS: dict[str, Callable[[sections.Ctx], sections.Result]] = {
     # cold first: later sections fill the invokers' pools, and a full pool has no prewarmed stem cell
     "cold": sections.cold_start,
+    "kinds": sections.cold_kinds,
     "warm": sections.warm_latency,
     "throughput": sections.throughput,
     "triggers": sections.triggers,

@@ -460,6 +460,68 @@ def cold_start(ctx: Ctx) -> Result:
     return res, rows
 
 
+# Each family's smallest action, as its docs write it (families without one here are reported as such).
+HELLO = {
+    "python": "def main(args):\n    return {'x': args.get('x')}\n",
+    "nodejs": "function main(params) { return { x: params.x }; }\n",
+}
+
+
+def cold_kinds(ctx: Ctx) -> Result:
+    """Every kind's cold start, prewarmed (a stem cell of its image) and not (512 MB: no stem cell has that), on a
+    one-invoker stack of its own whose prewarm pool holds one stem cell of every image."""
+    from contracts import entities
+    from tests.stack import start_stack
+
+    kinds = sorted(entities.RUNTIMES)
+    stems = sorted({entities.image_kind(k) for k in kinds})
+    env = {"WSK_INVOKER_PREWARM": " ".join(f"{k}@256" for k in stems),
+           "WSK_INVOKER_MEMORY_MB": str(256 * len(stems) + 1024)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        stack = start_stack(ctx.base, invokers=1)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    n = ctx.dur(5, 2)
+    res: dict[str, Any] = {}
+    rows: list[Row] = []
+    try:
+        c = stack.client(stack.subject("benchkinds", limits={"invocationsPerMinute": 1000}))
+        for kind in kinds:
+            code = HELLO.get(entities.RUNTIMES[kind].family)
+            if code is None:
+                rows.append(("3 cold", f"{kind}: no sample action in bench", "-", ""))
+                continue
+            res[kind] = {}
+            for label, memory in (("prewarmed", 256), ("no_prewarm", 512)):
+                e2e, init = [], []
+                for i in range(n):
+                    name = f"cold-{kind.replace(':', '').replace('.', '')}-{uuid.uuid4().hex[:6]}"
+                    r = c.put(f"actions/{name}", {"exec": {"kind": kind, "code": code},  # a new name: a cold start
+                                                  "limits": {"memory": memory}}, overwrite=True)
+                    r.raise_for_status()
+                    time.sleep(3)  # the invoker refills its stem cells after each cold start
+                    t = time.perf_counter()
+                    r = c.post(f"actions/{name}", {"x": i}, blocking=True)
+                    e2e.append((time.perf_counter() - t) * 1000)
+                    if r.status_code == 200:
+                        ann = {a["key"]: a["value"] for a in r.json().get("annotations", [])}
+                        init.append(float(ann.get("initTime", 0)))
+                    c.delete(f"actions/{name}")
+                res[kind][label] = {"end_to_end": summary(e2e), "initTime": summary(init)}
+            rows += [
+                ("3 cold", f"{kind}: prewarmed (p50/p90/p99)", lat(res[kind]["prewarmed"]["end_to_end"]),
+                 f"initTime p50 {fmt_ms(res[kind]['prewarmed']['initTime'].get('p50'))}"),
+                ("3 cold", f"{kind}: no prewarm (512 MB)", lat(res[kind]["no_prewarm"]["end_to_end"]),
+                 f"initTime p50 {fmt_ms(res[kind]['no_prewarm']['initTime'].get('p50'))}"),
+            ]
+    finally:
+        stack.stop()
+    return res, rows
+
+
 # ---------------------------------------------------------------- 4. triggers
 
 def triggers(ctx: Ctx) -> Result:

@@ -58,7 +58,8 @@ def messages_about(settings: Settings, topics: list[str], ids: set[str]) -> list
             todo: set[TopicPartition] = set(tps)
             while todo:
                 for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
-                    out += [(tp.topic, m.value) for m in msgs if any(i.encode() in m.value for i in ids)]
+                    out += [(tp.topic, m.value) for m in msgs  # tombstones (compacted deletes) have no value
+                            if m.value is not None and any(i.encode() in m.value for i in ids)]
                 todo = {tp for tp in todo if await consumer.position(tp) < last[tp]}
             return out
         finally:
