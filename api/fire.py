@@ -78,7 +78,7 @@ async def invoke_feed(request: web.Request, action: dict[str, Any], payload: dic
     request["activation_id"] = aid
     req = ActivationRequested(
         activation_id=aid, namespace=ident.namespace, subject=ident.subject,
-        action={k: v for k, v in action.items() if k != "exec"}, params=params, blocking=blocking,
+        action=entities.action_ref(action), params=params, blocking=blocking,  # exec.kind for the record
         transaction_id=request["tid"],
     )
     hdr = {"x-openwhisk-activation-id": aid}

@@ -108,6 +108,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         say(f"\nStreamwhisk is NOT fully up: {', '.join(failed)} failed (see logs in {settings.home / 'logs'}).")
         return 1
     key = _guest_key(settings)
+    services.wait_catalog(settings, say)
     say(f"\nStreamwhisk is up ({time.monotonic() - t0:.1f} s).\n"
         f"  API host: {settings.api_host}\n"
         f"  wsk property set --apihost {settings.api_host} --auth {key}")

@@ -151,6 +151,37 @@ def wait_http(url: str, timeout: float, expect: int | None = 200,
     return _wait(f"GET {url}", ok, timeout, alive)
 
 
+def wait_catalog(settings: Settings, progress: Progress = say, timeout: float = 60) -> bool:
+    """The feed service installs the /whisk.system packages when it starts (feeds/catalog.py). Wait until the
+    catalog's last entry is readable (the puts are decided and projected in order), so they are usable once
+    `up` (or a test stack) is. False (and a warning) if they are not: the rest of the stack works without."""
+    import base64
+
+    from contracts.keys import SYSTEM_KEY
+    from feeds.catalog import entries
+
+    t0 = time.monotonic()
+    last = entries()[-1][1].split("/", 1)[1]
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{settings.api_port}/api/v1/namespaces/whisk.system/actions/{last}?code=false",
+        headers={"Authorization": "Basic " + base64.b64encode(SYSTEM_KEY.encode()).decode()})
+
+    def readable() -> bool:
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:
+                return int(resp.status) == 200
+        except (OSError, ValueError):
+            return False
+
+    try:
+        _wait("the /whisk.system catalog", readable, timeout, None)
+    except StartError as e:
+        progress(f"[catalog] warning: {e} (see {log_file(settings, 'feeds')})")
+        return False
+    progress(f"[catalog] /whisk.system packages ready ({time.monotonic() - t0:.1f} s)")
+    return True
+
+
 def kafka_healthy(bootstrap: str, timeout: float = 10.0) -> bool:
     """A metadata round trip through aiokafka (a bare TCP accept comes before the broker can serve)."""
     from aiokafka.admin import AIOKafkaAdminClient

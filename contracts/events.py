@@ -256,7 +256,8 @@ class FeedChanged(Event):
     namespace: str = ""
     kind: str = ""  # alarm | interval | once | topic | connector
     config: Json | None = None
-    status: str = "active"  # active | paused
+    status: str = "active"  # active | paused | disabled (by the platform, see reason)
+    reason: Json | None = None  # why it was disabled, as OpenWhisk's alarms provider says: {kind, statusCode, message}
 
 
 @dataclass(frozen=True, kw_only=True)

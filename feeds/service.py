@@ -11,6 +11,10 @@
 - Topic and connector feeds fire once per record (payload: the record's JSON object, else {value, topic,
   partition, offset}) from the end offsets taken at CREATE; progress is written after each fire (at least once).
   A connector feed first creates a Kafka Connect source connector writing to a per-trigger topic.
+- A feed whose trigger is gone (deleted without the feed's DELETE) is disabled before it fires again, as OpenWhisk's
+  alarms provider disables a trigger whose fire answers 404; the disabled state is feed state like the rest.
+- On start it installs the /whisk.system catalog (feeds/catalog.py), following the entity log through a view that
+  also tells whether a feed's trigger still exists.
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ from contracts import bus, entities, events
 from contracts.events import (
     ActivationCompleted,
     ActivationRequested,
-    EntityCommand,
     FeedChanged,
     FeedProgress,
     TriggerFired,
 )
+from contracts.logview import LogView
 from contracts.settings import Settings
 from contracts.topics import Topics
-from feeds import connect, schedule
+from feeds import catalog, connect, schedule
 from feeds.schedule import FeedError
 
 log = logging.getLogger("feeds")
@@ -45,9 +49,11 @@ ALARMS = ("alarm", "interval", "once")
 KAFKA = ("topic", "connector")
 RESERVED = ("lifecycleEvent", "triggerName", "authKey")
 TICK_S = 0.2
-SYSTEM = "whisk.system"
-STUB = "def main(args):\n    return {'error': 'feed actions run in the platform'}\n"
+SYSTEM = catalog.SYSTEM
 CATALOGUE = {"alarms": ALARMS, "kafka": KAFKA}
+# What OpenWhisk's alarms provider records when a fire answers 404 (provider/lib/utils.js disableTrigger).
+GONE = {"kind": "AUTO", "statusCode": 404,
+        "message": "Trigger automatically disabled: Received a 404 status code when firing the trigger"}
 
 
 def feed_kind(action: Doc) -> str | None:
@@ -55,6 +61,28 @@ def feed_kind(action: Doc) -> str | None:
     ns, name = action.get("namespace", ""), action.get("name", "")
     pkg = ns.partition("/")[2]
     return name if ns.startswith(f"{SYSTEM}/") and name in CATALOGUE.get(pkg, ()) else None
+
+
+def trigger_gone(doc: Doc | None) -> bool:
+    """A fire of this trigger would answer 404: the rules agent finds no trigger doc in the entity log."""
+    return doc is None or doc.get("entityType") != "trigger"
+
+
+def feed_record(req: ActivationRequested, result: Doc, code: int, start: int, end: int) -> Doc:
+    """The feed action's activation record, shaped as any action's (invoker/outcome.py), with the feed action's
+    own kind: OpenWhisk's feed actions are nodejs actions, and their records say so."""
+    action = req.action
+    kind = (action.get("exec") or {}).get("kind") or entities.resolve_kind(catalog.KIND)
+    status = {0: "success", 1: "application error", 3: "whisk internal error"}[code]
+    return {
+        "namespace": req.namespace, "name": action["name"], "subject": req.subject,
+        "activationId": req.activation_id, "start": start, "end": end, "duration": end - start,
+        "response": {"status": status, "statusCode": code, "success": code == 0, "result": result},
+        "logs": [], "version": action.get("version", "0.0.1"), "publish": False,
+        "annotations": [{"key": "path", "value": f"{action['namespace']}/{action['name']}"},
+                        {"key": "waitTime", "value": max(0, start - req.at)}, {"key": "kind", "value": kind},
+                        {"key": "timeout", "value": False}, {"key": "limits", "value": action.get("limits", {})}],
+    }
 
 
 def activation_id(trigger: str, slot: int) -> str:
@@ -75,6 +103,7 @@ class FeedService:
         self.written_at: dict[str, int] = {}  # when the latest state of each trigger was written
         self.readers: dict[str, asyncio.Task[None]] = {}
         self.producer: AIOKafkaProducer | None = None
+        self.view = LogView(settings.kafka, self.t.entities, catalog.fold)  # whisk.system docs and triggers
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
@@ -84,44 +113,35 @@ class FeedService:
 
     async def run(self) -> None:
         t = self.t
-        await bus.ensure_topics(self.s.kafka, [t.fires, t.completions, t.commands, t.feed_requests],
+        await bus.ensure_topics(self.s.kafka, [t.fires, t.completions, t.commands, t.entities, t.feed_requests],
                                  self.s.partitions)
         await bus.ensure_topics(self.s.kafka, [t.feed_state], self.s.partitions,
                                 configs={t.feed_state: {"cleanup.policy": "compact"}})
         self.producer = bus.producer(self.s.kafka)
         await self.producer.start()
+        view = asyncio.create_task(self.view.run())
         try:
+            await self.view.ready.wait()
             await self.install_catalogue()
             await self.load_state()
             await self.recover_fires()
             for trig, f in self.feeds.items():
-                if f.kind in KAFKA and f.config is not None:
+                if f.kind in KAFKA and f.config is not None and f.status != "disabled":
                     self.start_reader(trig)
             log.info("feeds ready: %d feeds", len(self.feeds))
-            await asyncio.gather(self.serve_requests(), self.alarm_loop())
+            await asyncio.gather(view, self.serve_requests(), self.alarm_loop())
         finally:
+            view.cancel()
             for task in self.readers.values():
                 task.cancel()
             await self.producer.stop()
 
     async def install_catalogue(self) -> None:
-        """The feed packages in whisk.system, through the entity log like any other write (idempotent overwrite)."""
-        for pkg, kinds in CATALOGUE.items():
-            await self.send(self.t.commands, SYSTEM, EntityCommand(
-                request_id=events.new_id(), op="put", entity_type="package", doc_id=f"{SYSTEM}/{pkg}",
-                subject=SYSTEM, overwrite=True,
-                body=entities.normalize_package_put(SYSTEM, pkg, {"publish": True}, events.now_ms()),
-            ))
-            for kind in kinds:
-                body = entities.normalize_action_put(f"{SYSTEM}/{pkg}", kind, {
-                    "exec": {"kind": "python:3", "code": STUB},
-                    "annotations": [{"key": "feed", "value": True}, {"key": "description",
-                                                                     "value": f"{pkg} feed: {kind}"}],
-                }, events.now_ms())
-                await self.send(self.t.commands, SYSTEM, EntityCommand(
-                    request_id=events.new_id(), op="put", entity_type="action", doc_id=f"{SYSTEM}/{pkg}/{kind}",
-                    subject=SYSTEM, overwrite=True, body=body,
-                ))
+        """The whisk.system catalog (feeds/catalog.py): puts for what the entity log lacks or holds differently."""
+        puts = catalog.changes(self.view.get, events.now_ms())
+        for cmd in puts:
+            await self.send(self.t.commands, SYSTEM, cmd)
+        log.info("catalog: %d entities installed or updated", len(puts))
 
     async def _read_all(self, c: AIOKafkaConsumer, tps: list[TopicPartition], fn: Any) -> None:
         ends = await c.end_offsets(tps)
@@ -204,6 +224,19 @@ class FeedService:
         await self.send(self.t.feed_state, key, ev)
         self.apply(ev, events.now_ms())
 
+    async def disable_if_gone(self, f: FeedChanged) -> bool:
+        """OpenWhisk's alarms provider disables a trigger whose fire answers 404 (deleted without the feed's DELETE).
+        Fires here get no HTTP answer, so ask the log the rules agent answers from; a miss is believed only once
+        the view has caught up (else fire: the rules agent decides). The disabled state is kept like any other."""
+        if not trigger_gone(self.view.get(f.trigger)):
+            return False
+        if not await self.view.sync() or not trigger_gone(self.view.get(f.trigger)):
+            return False
+        log.info("feed of %s disabled: its trigger is gone", f.trigger)
+        await self.state(FeedChanged(trigger=f.trigger, subject=f.subject, namespace=f.namespace, kind=f.kind,
+                                     config=f.config, status="disabled", reason=dict(GONE)))
+        return True
+
     async def fire(self, f: FeedChanged, payload: Doc, aid: str, slot: int | None = None) -> None:
         ev = TriggerFired(activation_id=aid, namespace=f.namespace, subject=f.subject, trigger=f.trigger,
                           payload=payload, source=f.kind, slot=slot)
@@ -218,6 +251,8 @@ class FeedService:
                 if f.kind not in ALARMS or f.status != "active" or f.config is None:
                     continue
                 for slot in schedule.due(f.kind, f.config, self.last.get(trig), now):
+                    if await self.disable_if_gone(f):
+                        break
                     payload = f.config.get("trigger_payload", {})
                     await self.fire(f, payload if isinstance(payload, dict) else {"payload": payload},
                                     activation_id(trig, slot), slot)
@@ -252,6 +287,8 @@ class FeedService:
                     for m in msgs:
                         f = self.feeds.get(trigger, f)
                         if f.status == "active":
+                            if await self.disable_if_gone(f):
+                                return
                             await self.fire(f, record_payload(m.value, topic, tp.partition, m.offset), events.new_id())
                         await self.progress(trigger, m.offset + 1, tp.partition)
         except asyncio.CancelledError:
@@ -286,17 +323,7 @@ class FeedService:
         except Exception as e:
             log.exception("feed request failed")
             result, code = {"error": f"feed provider failed: {e}"}, 3
-        end = events.now_ms()
-        status = {0: "success", 1: "application error", 3: "whisk internal error"}[code]
-        action = req.action
-        record = {
-            "namespace": req.namespace, "name": action["name"], "subject": req.subject,
-            "activationId": req.activation_id, "start": start, "end": end, "duration": end - start,
-            "response": {"status": status, "statusCode": code, "success": code == 0, "result": result},
-            "logs": [], "version": action.get("version", "0.0.1"), "publish": False,
-            "annotations": [{"key": "path", "value": f"{action['namespace']}/{action['name']}"},
-                            {"key": "kind", "value": "feed"}, {"key": "limits", "value": action.get("limits", {})}],
-        }
+        record = feed_record(req, result, code, start, events.now_ms())
         done = ActivationCompleted(activation_id=req.activation_id, namespace=req.namespace, record=record)
         await self.send(self.t.completions, req.namespace, done)
 
@@ -321,8 +348,11 @@ class FeedService:
         if cur is None or cur.kind != kind:
             raise FeedError(f"trigger {trigger} has no {kind} feed")
         if event == "READ":
+            status: Doc = {"active": cur.status == "active", "dateChanged": self.written_at.get(trigger)}
+            if cur.reason is not None:
+                status["reason"] = cur.reason
             return {"config": {k: v for k, v in (cur.config or {}).items() if k not in ("anchor", "stop", "start")},
-                    "status": {"active": cur.status == "active", "dateChanged": self.written_at.get(trigger)}}
+                    "status": status}
         if event == "UPDATE":
             await self.delete(cur)
             return await self.create(trigger, kind, req, {**(cur.config or {}), **user}, anchor=False)

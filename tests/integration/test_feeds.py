@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from cli import procs, services
-from contracts import bus, events, keys
+from contracts import bus, entities, events, keys
 from contracts.events import TriggerFired
 from contracts.topics import Topics
 from tests.integration.test_triggers import setup_rule, wait_activation
@@ -174,3 +174,62 @@ def test_connector_feed(stack: Stack, tmp_path: Any) -> None:
     assert {"line": 1} in results and any(r.get("value") == "second line" for r in results), results
     assert feed(stack, "kafka/connector", "DELETE", "onfile").status_code == 200
     assert requests.get(connect, timeout=10).status_code == 404
+
+
+GONE = {"kind": "AUTO", "statusCode": 404,
+        "message": "Trigger automatically disabled: Received a 404 status code when firing the trigger"}
+
+
+def _read_status(stack: Stack, trigger: str) -> dict[str, Any]:
+    r = feed(stack, "alarms/interval", "READ", trigger)
+    assert r.status_code == 200, r.text
+    return dict(r.json()["response"]["result"]["status"])
+
+
+def test_alarm_of_a_deleted_trigger_is_disabled(stack: Stack) -> None:
+    """OpenWhisk's alarms provider disables a trigger whose fire answers 404 (provider/lib/utils.js): a trigger
+    deleted without the feed's DELETE stops firing, and stays stopped across a restart of the feed service and
+    for a new trigger of the same name."""
+    c = stack.client()
+    setup_rule(c, "gone", "gonerule", "goneecho")
+    create_feed_trigger(stack, c, "gone", "alarms/interval", seconds=1)
+    deadline = time.monotonic() + 15
+    while not fired_slots(stack, "gone"):
+        assert time.monotonic() < deadline, "the alarm never fired"
+        time.sleep(0.5)
+    assert c.delete("triggers/gone").status_code == 200  # no DELETE lifecycle call
+    deadline = time.monotonic() + 15
+    while (status := _read_status(stack, "gone"))["active"]:
+        assert time.monotonic() < deadline, "the feed of a deleted trigger is still active"
+        time.sleep(0.5)
+    assert status["reason"] == GONE
+    slots = fired_slots(stack, "gone")
+    time.sleep(2.5)
+    assert fired_slots(stack, "gone") == slots
+    assert c.put("triggers/gone", {}).status_code == 200  # the same name again, without the feed
+    assert procs.stop(services.pid_file(stack.settings, "feeds")) is not None
+    services.start_component(stack.settings, "feeds", "feeds", (), services.say, wait=True)
+    time.sleep(3)
+    assert fired_slots(stack, "gone") == slots
+    assert _read_status(stack, "gone")["reason"] == GONE
+    assert feed(stack, "alarms/interval", "DELETE", "gone").status_code == 200
+    assert c.delete("triggers/gone").status_code == 200
+
+
+def test_feed_activation_has_the_feed_actions_kind(stack: Stack) -> None:
+    """The feed action's activation is recorded like OpenWhisk's (a node.js action): kind nodejs:..., not 'feed'."""
+    c = stack.client()
+    kind = entities.resolve_kind("nodejs:default")
+    c.delete("triggers/kindtrig")  # left by an earlier run of this stack, if any
+    r = c.put("triggers/kindtrig", {"annotations": [{"key": "feed", "value": "/whisk.system/alarms/once"}]})
+    assert r.status_code == 200, r.text
+    r = feed(stack, "alarms/once", "CREATE", "kindtrig", date="2999-01-01T00:00:00Z")
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    ann = {a["key"]: a["value"] for a in rec["annotations"]}
+    assert ann["kind"] == kind and ann["path"] == "whisk.system/alarms/once" and ann["timeout"] is False
+    assert ann["waitTime"] >= 0 and rec["name"] == "once" and rec["namespace"] == "guest"
+    stored = wait_activation(c, rec["activationId"])
+    assert {a["key"]: a["value"] for a in stored["annotations"]}["kind"] == kind
+    assert feed(stack, "alarms/once", "DELETE", "kindtrig").status_code == 200
+    assert c.delete("triggers/kindtrig").status_code == 200

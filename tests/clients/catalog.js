@@ -1,0 +1,31 @@
+// Drives the npm `openwhisk` client against the /whisk.system catalog, as its own integration tests do
+// (test/integration/actions.test.js, triggers.test.js): fully qualified invokes, a sequence of a shared action,
+// the shared package read from another namespace. Usage: APIHOST=... AUTH=uuid:key SUFFIX=abc node catalog.js
+// Prints one JSON object {step: result}; a failing step records {error, statusCode} (tests/integration/test_catalog.py).
+'use strict'
+
+const openwhisk = require('openwhisk')
+
+const ow = openwhisk({ apihost: process.env.APIHOST, api_key: process.env.AUTH, ignore_certs: true })
+const seq = `catseq-${process.env.SUFFIX || 'x'}`
+const out = {}
+
+async function step (name, fn) {
+  try {
+    out[name] = await fn()
+  } catch (e) {
+    out[name] = { error: e.message, statusCode: e.statusCode === undefined ? null : e.statusCode }
+  }
+}
+
+async function main () {
+  await step('echo', () => ow.actions.invoke({ name: '/whisk.system/utils/echo', blocking: true, params: { hello: 'world' } }))
+  await step('sort', () => ow.actions.invoke({ actionName: '/whisk.system/utils/sort', blocking: true }))
+  await step('package', () => ow.packages.get({ name: '/whisk.system/utils' }))
+  await step('packages', () => ow.packages.list({ namespace: 'whisk.system' }))
+  await step('sequence', () => ow.actions.create({ name: seq, sequence: ['/whisk.system/utils/split', '/whisk.system/utils/sort'] }))
+  await step('sequence.invoke', () => ow.actions.invoke({ name: seq, blocking: true, result: true, params: { payload: 'c\nb\na' } }))
+  await step('sequence.delete', () => ow.actions.delete({ name: seq }))
+}
+
+main().then(() => console.log(JSON.stringify(out)), (e) => { console.log(JSON.stringify({ fatal: String(e) })); process.exit(1) })
