@@ -82,6 +82,7 @@ class Runtime:
     family: str
     image: str
     default: bool
+    require_main: bool = False  # OpenWhisk's requireMain: `exec.main` must be given (java)
 
 
 # Each kind is named after the version its image really runs (runtimes/build.py builds them from packages).
@@ -92,6 +93,12 @@ RUNTIMES: dict[str, Runtime] = {
     "nodejs:18": Runtime("nodejs:18", "nodejs", "streamwhisk/action-nodejs", False),  # Debian bookworm: node 18
     "nodejs:20": Runtime("nodejs:20", "nodejs", "streamwhisk/action-nodejs20", True),  # Debian trixie: node 20
     "nodejs:22": Runtime("nodejs:22", "nodejs", "streamwhisk/action-nodejs22", False),  # PyPI's Node.js wheel
+    "java:21": Runtime("java:21", "java", "streamwhisk/action-java21", True, require_main=True),  # trixie: openjdk 21
+    "java:17": Runtime("java:17", "java", "streamwhisk/action-java17", False, require_main=True),  # bookworm: 17
+    "php:8.4": Runtime("php:8.4", "php", "streamwhisk/action-php84", True),  # Debian trixie: php 8.4
+    "ruby:3.3": Runtime("ruby:3.3", "ruby", "streamwhisk/action-ruby33", True),  # Debian trixie: ruby 3.3
+    "go:1.24": Runtime("go:1.24", "go", "streamwhisk/action-go124", True),  # Debian trixie: go 1.24.4
+    "rust:1.85": Runtime("rust:1.85", "rust", "streamwhisk/action-rust185", True),  # Debian trixie: rustc 1.85.1
 }
 # Bare family names are a Streamwhisk convenience (OpenWhisk knows only exact kinds and `<family>:default`).
 KIND_ALIASES: dict[str, str] = {"python": "python:default", "nodejs": "nodejs:default"}
@@ -139,7 +146,7 @@ def runtimes_info() -> dict[str, list[dict[str, Any]]]:
                 "default": rt.default,
                 "deprecated": False,
                 "attached": False,
-                "requireMain": False,
+                "requireMain": rt.require_main,
             }
         )
     return out
@@ -340,6 +347,8 @@ def normalize_exec(exec_: Any, namespace: str) -> dict[str, Any]:
             raise malformed(f"'code' must be a string defined in 'exec' for '{kind}' actions")
         out["code"] = code
         out["binary"] = is_binary_code(code)
+        if main is None and RUNTIMES[kind].require_main:  # ExecManifest requireMain, as Exec.scala's text
+            raise malformed(f"'main' must be a string defined in 'exec' for '{kind}' actions")
     if main is not None:
         out["main"] = main
     size = len(out.get("code", "").encode())

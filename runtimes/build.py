@@ -91,6 +91,8 @@ def _mmdebstrap_args(mirror: str, include: str = "python3", suite: str = SUITE) 
     if Path(MERGED_USR_HOOKS).is_dir():  # merge /usr without the usrmerge package (it drags in ~50 MB of perl)
         args.append(f"--hook-dir={MERGED_USR_HOOKS}")
     args += [f"--dpkgopt={o}" for o in DPKG_EXCLUDES]
+    if "openjdk" in include:  # its postinst links its man pages (excluded above): their directory must exist
+        args.append('--essential-hook=mkdir -p "$1"/usr/share/man/man1')
     args += [f"--customize-hook={CLEANUP_HOOK}", suite, "-"]
     args += [
         f"deb {mirror} {suite} main",
@@ -289,6 +291,58 @@ def _later() -> list[str]:
     return [r for r, i in IMAGES.items() if not i.at_up]
 
 
+# Java, PHP, Ruby: OpenWhisk's ActionLoop proxy (runtimes/actionloop/proxy.py) with each family's launcher and
+# OW_COMPILER script (runtimes/<family>/), on Debian's packages. The launchers ack their start (OW_WAIT_FOR_ACK).
+ACTIONLOOP_PROXY = HERE / "actionloop" / "proxy.py"
+GSON = "2.9.0"  # the gson of OpenWhisk's Java runtime, from Maven Central (the host's mvn; the build has no network)
+ACTIONLOOP_DOCKERFILE = """FROM {base}
+ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 OW_COMPILER=/opt/ow/compile OW_WAIT_FOR_ACK=1
+COPY proxy.py compile /opt/ow/
+"""
+JAVA_DOCKERFILE = ACTIONLOOP_DOCKERFILE + f"""ENV OW_SAVE_JAR=exec.jar GSON_VERSION={GSON}
+COPY gson.jar Launcher.java /opt/ow/java/
+RUN chmod 755 /opt/ow/compile && java -m jdk.compiler/com.sun.tools.javac.Main -encoding UTF-8 -nowarn \\
+    -cp /opt/ow/java/gson.jar -d /opt/ow/java/classes /opt/ow/java/Launcher.java
+CMD ["python3", "-u", "/opt/ow/proxy.py"]
+"""
+PHP_DOCKERFILE = ACTIONLOOP_DOCKERFILE + """COPY runner.php php.ini /opt/ow/php/
+COPY autoload.php /opt/ow/php/vendor/autoload.php
+RUN chmod 755 /opt/ow/compile && php -c /opt/ow/php/php.ini -r \\
+    'require "/opt/ow/php/vendor/autoload.php"; new GuzzleHttp\\Client(); Ramsey\\Uuid\\Uuid::uuid4();'
+CMD ["python3", "-u", "/opt/ow/proxy.py"]
+"""
+RUBY_DOCKERFILE = ACTIONLOOP_DOCKERFILE + """COPY launcher.rb /opt/ow/ruby/launcher.rb
+RUN chmod 755 /opt/ow/compile && ruby -e 'require "json"; require "jwt"; require "mechanize"'
+CMD ["python3", "-u", "/opt/ow/proxy.py"]
+"""
+PHP_PACKAGES = ",".join(["python3", *(f"php8.4-{x}" for x in (
+    "cli", "bcmath", "curl", "gd", "intl", "mbstring", "mysql", "opcache", "pgsql", "soap", "sqlite3", "xml", "zip")),
+    "php-mongodb", "php-guzzlehttp-guzzle", "php-ramsey-uuid"])  # OpenWhisk's PHP extensions and packages
+
+
+def _gson(ctx: Path) -> None:
+    """gson.jar from Maven Central via the host's mvn."""
+    if shutil.which("mvn") is None:
+        raise RuntimeError("mvn is not installed; cannot fetch gson for the Java runtime (apt-get install maven)")
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact=com.google.code.gson:gson:{GSON}",
+                            f"-DoutputDirectory={d}"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"mvn could not fetch gson {GSON}: {(r.stdout + r.stderr).strip()[-2000:]}")
+        shutil.copy(Path(d) / f"gson-{GSON}.jar", ctx / "gson.jar")
+
+
+def _actionloop_files(family: str, *names: str) -> tuple[tuple[str, Path], ...]:
+    return (("proxy.py", ACTIONLOOP_PROXY), *((n, HERE / family / n) for n in ("compile", *names)))
+
+
+# Go and Rust: the same ActionLoop proxy; the action is compiled at init, offline, by runtimes/<family>/compile with
+# the toolchain (and, for Rust, serde's crates) from Debian trixie, whose caches are prebuilt into the image. Their
+# images also answer `docker run -i IMAGE -compile MAIN <src >zip` (runtimes/actionloop/precompile.py) as OpenWhisk's.
+def _compiled_files(family: str, *names: str) -> tuple[tuple[str, Path], ...]:
+    return (*_actionloop_files(family, *names), *((n, HERE / "actionloop" / n) for n in ("precompile.py", "entry.sh")))
+
+
 IMAGES: dict[str, Image] = {i.repo: i for i in [
     Image("streamwhisk/action-python", SUITE, "python3", DOCKERFILE, (("proxy.py", PROXY),), at_up=True),
     Image("streamwhisk/action-nodejs", SUITE, "nodejs,unzip", NODE_DOCKERFILE,
@@ -300,6 +354,19 @@ IMAGES: dict[str, Image] = {i.repo: i for i in [
           (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_binary),
     Image(BLACKBOX_TEST_IMAGE.split(":")[0], SUITE, "", BLACKBOX_DOCKERFILE,
           (("action.py", HERE / "python" / "blackbox_action.py"),), at_up=True, base="streamwhisk/action-python"),
+    Image("streamwhisk/action-java21", "trixie", "python3,openjdk-21-jre-headless", JAVA_DOCKERFILE,
+          _actionloop_files("java", "Launcher.java"), _gson),
+    Image("streamwhisk/action-java17", SUITE, "python3,openjdk-17-jre-headless", JAVA_DOCKERFILE,
+          _actionloop_files("java", "Launcher.java"), _gson),
+    Image("streamwhisk/action-php84", "trixie", PHP_PACKAGES, PHP_DOCKERFILE,
+          _actionloop_files("php", "runner.php", "php.ini", "autoload.php")),
+    Image("streamwhisk/action-ruby33", "trixie", "python3,ruby3.3,ruby,ruby-jwt,ruby-mechanize", RUBY_DOCKERFILE,
+          _actionloop_files("ruby", "launcher.rb")),
+    Image("streamwhisk/action-go124", "trixie", "python3,golang-1.24-go,ca-certificates",
+          (HERE / "go" / "Dockerfile").read_text(), _compiled_files("go", "launcher.go")),
+    Image("streamwhisk/action-rust185", "trixie",
+          "python3,rustc,cargo,librust-serde-dev,librust-serde-derive-dev,librust-serde-json-dev",
+          (HERE / "rust" / "Dockerfile").read_text(), _compiled_files("rust", "launcher.rs")),
 ]}
 
 

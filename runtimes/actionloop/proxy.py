@@ -8,6 +8,12 @@ and runs the action the way apache/openwhisk-runtime-go's proxy does, so each fa
 - bin/exec is started once per container, its stdout/stderr being the container's, its environment the init env.
   Each /run writes one JSON line to its stdin; it answers one JSON line on file descriptor 3. After each run the
   sentinel goes to stdout and stderr.
+- With OW_WAIT_FOR_ACK set (runtime-go's executor.go), the child gets __OW_WAIT_FOR_ACK and must answer
+  `{"ok": true}` on fd 3 once it has loaded the action; /init waits for that (or for the child's end) instead of a
+  fixed grace period, so a launcher that fails to load the code fails the init, however slowly it starts (a JVM).
+- Streamwhisk's extension for runtimes whose OpenWhisk images answer their own errors with a non-200 (java8action's
+  502s): an ack or a reply that is exactly `{"error": X, "__ow_status": N}` (N in 400..599) is answered with
+  status N and `{"error": X}`: a failed init, or a developer error rather than an application error.
 - Texts and statuses are runtime-go's (initHandler.go, runHandler.go, executor.go).
 """
 
@@ -31,12 +37,14 @@ from typing import Any
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 START_GRACE_S = 0.05  # a launcher that dies at once (bad code, no main) is "Cannot start action"
+STATUS_KEY = "__ow_status"  # see the module doc
 NO_BINARY = "The action failed to generate or locate a binary. See logs for details."
 NO_START = "Cannot start action. Check logs for details."
 
 _lock = threading.Lock()
 _proc: subprocess.Popen[bytes] | None = None
-_reply: io.BufferedReader | None = None  # read end of the child's fd 3
+_reply: int | None = None  # read end of the child's fd 3
+_pending = b""  # what was read from it past the last line
 
 
 def _sentinel() -> None:
@@ -89,6 +97,8 @@ def _build(src: str, main: str) -> str | None:
         if subprocess.run([compiler, main, src, bin_dir], stdin=subprocess.DEVNULL).returncode != 0:
             return None
     exe = os.path.join(bin_dir, "exec")
+    if os.path.isfile(exe):
+        os.chmod(exe, 0o755)  # as runtime-go's StartLatestAction: a zip's `exec` need not carry its mode bits
     return exe if os.access(exe, os.X_OK) else None
 
 
@@ -99,8 +109,12 @@ def _reserve_fd3() -> None:
         os.close(nul)
 
 
-def _start(exe: str, env: dict[str, str]) -> bool:
+def _start(exe: str, env: dict[str, str]) -> tuple[int, str] | None:
+    """Start bin/exec; None when it runs (and acked, if asked to), else the init's failure (status, error)."""
     global _proc, _reply
+    ack = bool(os.environ.get("OW_WAIT_FOR_ACK"))
+    if ack:
+        env = {**env, "__OW_WAIT_FOR_ACK": os.environ["OW_WAIT_FOR_ACK"]}
     r, w = os.pipe()
     os.dup2(w, 3)  # the child finds its reply channel on fd 3, as ActionLoop launchers expect (reserved in serve)
     os.close(w)
@@ -108,9 +122,54 @@ def _start(exe: str, env: dict[str, str]) -> bool:
         _proc = subprocess.Popen([exe], cwd=os.path.dirname(exe), env=env, stdin=subprocess.PIPE, pass_fds=(3,))
     finally:
         _reserve_fd3()  # drops our copy of the write end
-    _reply = os.fdopen(r, "rb")
-    time.sleep(START_GRACE_S)
-    return _proc.poll() is None
+    _reply = r
+    if not ack:
+        time.sleep(START_GRACE_S)
+        return None if _proc.poll() is None else _not_started("Command exited abruptly during initialization.")
+    line = _read_line()  # as runtime-go: wait as long as it takes (the invoker's init timeout bounds it)
+    if line is None:
+        return _not_started("Command exited abruptly during initialization.")
+    try:
+        got = json.loads(line)
+    except ValueError as e:
+        return _not_started(f"invalid ack {line[:200]!r}: {e}")
+    failed = _status_error(got)
+    if failed is not None:
+        return failed
+    if not (isinstance(got, dict) and got.get("ok") is True):
+        return _not_started("The action did not initialize properly.")
+    return None
+
+
+def _not_started(why: str) -> tuple[int, str]:
+    print(why, file=sys.stderr, flush=True)  # runtime-go with OW_LOG_INIT_ERROR: the cause in the logs
+    return 502, NO_START
+
+
+def _status_error(got: Any) -> tuple[int, Any] | None:
+    """(N, X) for a launcher's `{"error": X, "__ow_status": N}`, else None."""
+    if isinstance(got, dict) and set(got) == {"error", STATUS_KEY}:
+        status = got[STATUS_KEY]
+        if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+            return status, got["error"]
+    return None
+
+
+def _read_line() -> bytes | None:
+    """The child's next line on fd 3; None when it exited (or closed fd 3) first."""
+    global _pending
+    assert _proc is not None and _reply is not None
+    while b"\n" not in _pending:
+        ready, _, _ = select.select([_reply], [], [], 0.05)
+        if ready:
+            chunk = os.read(_reply, 65536)
+            if not chunk:
+                return None
+            _pending += chunk
+        elif _proc.poll() is not None:
+            return None
+    line, _, _pending = _pending.partition(b"\n")
+    return line + b"\n"
 
 
 def _interact(line: bytes) -> bytes | None:
@@ -121,13 +180,7 @@ def _interact(line: bytes) -> bytes | None:
         _proc.stdin.flush()
     except OSError:
         return None
-    while True:  # wait for the answer or the end of the child, whichever comes first
-        ready, _, _ = select.select([_reply], [], [], 0.05)
-        if ready:
-            out = _reply.readline()
-            return out or None
-        if _proc.poll() is not None:
-            return None
+    return _read_line()  # the answer or the end of the child, whichever comes first
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -176,10 +229,10 @@ class Handler(BaseHTTPRequestHandler):
         if exe is None:
             _sentinel()
             return self._error(502, NO_BINARY)
-        if not _start(exe, env):
-            print("Command exited abruptly during initialization.", file=sys.stderr, flush=True)
+        failed = _start(exe, env)
+        if failed is not None:
             _sentinel()
-            return self._error(502, NO_START)
+            return self._send(failed[0], json.dumps({"error": failed[1]}).encode())
         self._send(200, b'{"ok":true}')
 
     def _run(self, raw: bytes) -> None:
@@ -198,6 +251,9 @@ class Handler(BaseHTTPRequestHandler):
             parsed = None
         if not isinstance(parsed, dict | list):
             return self._error(502, "The action did not return a dictionary or array.")
+        failed = _status_error(parsed)
+        if failed is not None:  # the runtime's own error, e.g. java8action's 502s (a developer error)
+            return self._send(failed[0], json.dumps({"error": failed[1]}).encode())
         self._send(200, out.rstrip(b"\n"))
 
 
