@@ -346,10 +346,10 @@ def _compiled_files(family: str, *names: str) -> tuple[tuple[str, Path], ...]:
 IMAGES: dict[str, Image] = {i.repo: i for i in [
     Image("streamwhisk/action-python", SUITE, "python3", DOCKERFILE, (("proxy.py", PROXY),), at_up=True),
     Image("streamwhisk/action-nodejs", SUITE, "nodejs,unzip", NODE_DOCKERFILE,
-          (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_modules, at_up=True),
-    Image("streamwhisk/action-python313", "trixie", "python3", DOCKERFILE, (("proxy.py", PROXY),)),
-    Image("streamwhisk/action-nodejs20", "trixie", "nodejs,unzip", NODE_DOCKERFILE,
           (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_modules),
+    Image("streamwhisk/action-python313", "trixie", "python3", DOCKERFILE, (("proxy.py", PROXY),)),
+    Image("streamwhisk/action-nodejs20", "trixie", "nodejs,unzip", NODE_DOCKERFILE,  # the default node: at up
+          (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_modules, at_up=True),
     Image("streamwhisk/action-nodejs22", SUITE, "unzip,libstdc++6", NODE_WHEEL_DOCKERFILE,
           (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_binary),
     Image(BLACKBOX_TEST_IMAGE.split(":")[0], SUITE, "", BLACKBOX_DOCKERFILE,
