@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -496,6 +497,10 @@ def render_nginx(settings: Settings) -> bool:
     prefix, conf, _ = nginx_paths(settings)
     for sub in ("logs", "temp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
+    sdk = prefix / "sdk" / "blackbox.tar.gz"
+    sdk.parent.mkdir(exist_ok=True)
+    with tarfile.open(sdk, "w:gz") as tar:  # served at /blackbox.tar.gz: wsk sdk install docker
+        tar.add(REPO / "sdk" / "docker", arcname="dockerSkeleton")
     net = network.find(settings)  # actions call the API back on the gateway of their network (as in OpenWhisk)
     return render(DEPLOY / "nginx" / "nginx.conf.tmpl", conf, {
         # As root, workers would drop to nobody and could not write our temp dirs.

@@ -44,6 +44,9 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     user_memory_mb: int = 2048  # the invoker's pool size; cpu shares are proportional to memory
     network: str = "none"  # a docker network name, or "none"
+    # Where the action's code goes (writable, exec): a blackbox image keeps its own /action (OpenWhisk's skeleton
+    # puts /action/exec there), so its proxy writes under /tmp instead.
+    action_dir: str = ACTION_DIR
 
 
 @dataclass
@@ -216,12 +219,13 @@ class DockerDriver:
             read_only=self.read_only_rootfs,
             # What an action writes is memory (tmpfs pages count against its limit): each mount takes at most half,
             # so a full disk is ENOSPC for the writer, not an OOM kill of the action.
-            tmpfs={d: f"size={max(spec.memory_mb // 2, 16)}m,mode=1777,exec" for d in (ACTION_DIR, "/tmp")},
+            tmpfs={d: f"size={max(spec.memory_mb // 2, 16)}m,mode=1777,exec"
+                   for d in ("/tmp", *([] if spec.action_dir.startswith("/tmp/") else [spec.action_dir]))},
             log_config=LogConfig(type="json-file", config={"max-size": self.log_max_size, "max-file": "1"}),
         )
 
     def _create_and_start(self, spec: ContainerSpec, sock_dir: Path) -> str:
-        env = {**spec.env, "OW_PROXY_SOCKET": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}", "OW_ACTION_DIR": ACTION_DIR}
+        env = {**spec.env, "OW_PROXY_SOCKET": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}", "OW_ACTION_DIR": spec.action_dir}
         labels = {f"{self.label_prefix}.managed": "true", **spec.labels}
         try:
             created = self._api.create_container(

@@ -132,6 +132,7 @@ class Invoker:
             env={"__OW_API_HOST": self.api_host},
             labels={"streamwhisk.invoker": str(self.index), "streamwhisk.kind": kind},
             user_memory_mb=self.pool.user_memory_mb, network=net or self.network,
+            **({"action_dir": "/tmp/action"} if kind == "blackbox" else {}),
         )
         c = await self.driver.start(spec)
         self.containers[c.name] = c

@@ -155,6 +155,7 @@ class Image:
     prepare: Callable[[Path], None] | None = None  # derived build-context files (they follow from `files`)
     at_up: bool = False  # built by `up` before anything runs; the others on first use or in the background
     base: str = ""  # another Image's repo to build FROM instead of a Debian base (its tag replaces {base})
+    aliases: tuple[str, ...] = ()  # more names it answers to (OpenWhisk's own image names, for --native)
 
 
 def _build_image(
@@ -227,7 +228,8 @@ def ensure_image(client: docker.DockerClient, img: Image, mirror: str, force: bo
         with _lock(img.repo):
             if force or not _exists(client, tag):  # another process may have built it meanwhile
                 _build_image(client, dockerfile, files, tag, progress, img.prepare)
-    client.images.get(tag).tag(img.repo, "latest")
+    for name in (img.repo, *img.aliases):
+        client.images.get(tag).tag(name, "latest")
     return tag
 
 
@@ -332,6 +334,18 @@ def _gson(ctx: Path) -> None:
         shutil.copy(Path(d) / f"gson-{GSON}.jar", ctx / "gson.jar")
 
 
+# OpenWhisk's docker skeleton (`wsk sdk install docker`, `--native`): the image's own /action/exec, or a zip's `exec`,
+# run once per activation with the parameters in argv[1] (runtimes/dockerskeleton/oneshot.py under the ActionLoop
+# proxy). Blackbox containers keep the image's /action (invoker/containers.py).
+SKELETON_DOCKERFILE = """FROM {base}
+ENV OW_COMPILER=/opt/ow/compile OW_BUILTIN_EXEC=/action/exec
+COPY proxy.py compile oneshot.py /opt/ow/
+COPY stub /action/exec
+RUN chmod 755 /opt/ow/compile /action/exec
+CMD ["python3", "-u", "/opt/ow/proxy.py"]
+"""
+
+
 def _actionloop_files(family: str, *names: str) -> tuple[tuple[str, Path], ...]:
     return (("proxy.py", ACTIONLOOP_PROXY), *((n, HERE / family / n) for n in ("compile", *names)))
 
@@ -354,6 +368,10 @@ IMAGES: dict[str, Image] = {i.repo: i for i in [
           (("proxy.js", NODE_PROXY), *((n, HERE / "nodejs" / n) for n in NODE_PACKAGES)), _node_binary),
     Image(BLACKBOX_TEST_IMAGE.split(":")[0], SUITE, "", BLACKBOX_DOCKERFILE,
           (("action.py", HERE / "python" / "blackbox_action.py"),), at_up=True, base="streamwhisk/action-python"),
+    Image("streamwhisk/dockerskeleton", SUITE, "", SKELETON_DOCKERFILE,
+          (("proxy.py", ACTIONLOOP_PROXY),
+           *((n, HERE / "dockerskeleton" / n) for n in ("compile", "oneshot.py", "stub"))),
+          at_up=True, base="streamwhisk/action-python", aliases=("openwhisk/dockerskeleton",)),
     Image("streamwhisk/action-java21", "trixie", "python3,openjdk-21-jre-headless", JAVA_DOCKERFILE,
           _actionloop_files("java", "Launcher.java"), _gson),
     Image("streamwhisk/action-java17", SUITE, "python3,openjdk-17-jre-headless", JAVA_DOCKERFILE,

@@ -53,10 +53,14 @@ def _sentinel() -> None:
         stream.flush()
 
 
+def _fresh_src(base: str) -> str:
+    n = 1 + max([int(d) for d in os.listdir(base) if d.isdigit()] or [0])
+    return os.path.join(base, str(n), "src")
+
+
 def _extract(code: str, binary: bool, base: str) -> str:
     """The src dir of a fresh <base>/<n>/ holding the action."""
-    n = 1 + max([int(d) for d in os.listdir(base) if d.isdigit()] or [0])
-    src = os.path.join(base, str(n), "src")
+    src = _fresh_src(base)
     os.makedirs(src)
     data = base64.b64decode(code) if binary else code.encode()
     jar = os.environ.get("OW_SAVE_JAR")
@@ -216,13 +220,17 @@ class Handler(BaseHTTPRequestHandler):
             value = json.loads(raw).get("value") or {}
         except (ValueError, AttributeError) as e:
             return self._error(400, f"Error unmarshaling request: {e}")
-        if not value.get("code"):
+        builtin = os.environ.get("OW_BUILTIN_EXEC")  # a skeleton image's own /action/exec: used when no code
+        if not value.get("code") and not (builtin and os.path.isfile(builtin)):
             return self._error(403, "Missing main/no code to execute.")
         env = {**os.environ, **{str(k): v if isinstance(v, str) else json.dumps(v)
                                 for k, v in (value.get("env") or {}).items()}}
         base = os.environ.get("OW_ACTION_DIR", "/action")
         try:
-            src = _extract(value["code"], bool(value.get("binary")), base)
+            if value.get("code"):
+                src = _extract(value["code"], bool(value.get("binary")), base)
+            else:
+                src = shutil.copytree(os.path.dirname(str(builtin)), _fresh_src(base))
         except (ValueError, zipfile.BadZipFile, OSError) as e:
             return self._error(400, f"cannot decode the request: {e}")
         exe = _build(src, value.get("main") or "main")
