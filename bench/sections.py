@@ -460,11 +460,49 @@ def cold_start(ctx: Ctx) -> Result:
     return res, rows
 
 
-# Each family's smallest action, as its docs write it (families without one here are reported as such).
+# Each family's smallest action, as its docs write it, answering the parameter x (families without one here are
+# reported as such). Java's is the source of a jar (its kinds take jars only), built once in each java image.
 HELLO = {
     "python": "def main(args):\n    return {'x': args.get('x')}\n",
     "nodejs": "function main(params) { return { x: params.x }; }\n",
+    "go": "package main\n\nfunc Main(obj map[string]interface{}) map[string]interface{} {\n"
+          "\treturn map[string]interface{}{\"x\": obj[\"x\"]}\n}\n",
+    "php": "<?php\nfunction main(array $args) : array\n{\n    return [\"x\" => $args[\"x\"] ?? null];\n}\n",
+    "ruby": "def main(args)\n  { \"x\" => args[\"x\"] }\nend\n",
+    "rust": "extern crate serde_json;\nuse serde_json::{json, Error, Value};\n\n"
+            "pub fn main(args: Value) -> Result<Value, Error> {\n    Ok(json!({\"x\": args[\"x\"]}))\n}\n",
+    "java": "import com.google.gson.JsonObject;\n\npublic class Hello {\n"
+            "    public static JsonObject main(JsonObject args) {\n        JsonObject response = new JsonObject();\n"
+            "        response.add(\"x\", args.get(\"x\"));\n        return response;\n    }\n}\n",
 }
+JAVA_MAIN = "Hello"
+
+
+def kind_samples(kinds: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The `exec` of each kind's HELLO, and why a kind has none. A java kind's is a jar of it, compiled in the kind's
+    image as tests/integration/test_runtime_java.py compiles its jars, with `main` (java kinds require it)."""
+    from contracts import entities
+    from tests.integration.kinds import compile_jar
+
+    execs: dict[str, dict[str, Any]] = {}
+    why: dict[str, str] = {}
+    jars: dict[str, str] = {}  # image -> base64 jar
+    for kind in kinds:
+        rt = entities.RUNTIMES[kind]
+        code = HELLO.get(rt.family)
+        if code is None:
+            why[kind] = "no sample action in bench"
+        elif rt.family == "java":
+            image = f"{rt.image}:latest"
+            try:
+                jars[image] = jars.get(image) or compile_jar(image, {f"{JAVA_MAIN}.java": code})
+            except Exception as e:  # the row says why; the other kinds still run
+                why[kind] = f"its jar did not build in {image}: {str(e).strip()[:100]}"
+                continue
+            execs[kind] = {"kind": kind, "code": jars[image], "main": JAVA_MAIN}
+        else:
+            execs[kind] = {"kind": kind, "code": code}
+    return execs, why
 
 
 def cold_kinds(ctx: Ctx) -> Result:
@@ -474,6 +512,7 @@ def cold_kinds(ctx: Ctx) -> Result:
     from tests.stack import start_stack
 
     kinds = sorted(entities.RUNTIMES)
+    samples, why = kind_samples(kinds)  # before the stack: building jars is no part of what is measured
     stems = sorted({entities.image_kind(k) for k in kinds})
     env = {"WSK_INVOKER_PREWARM": " ".join(f"{k}@256" for k in stems),
            "WSK_INVOKER_MEMORY_MB": str(256 * len(stems) + 1024)}
@@ -490,16 +529,15 @@ def cold_kinds(ctx: Ctx) -> Result:
     try:
         c = stack.client(stack.subject("benchkinds", limits={"invocationsPerMinute": 1000}))
         for kind in kinds:
-            code = HELLO.get(entities.RUNTIMES[kind].family)
-            if code is None:
-                rows.append(("3 cold", f"{kind}: no sample action in bench", "-", ""))
+            if kind not in samples:
+                rows.append(("3 cold", f"{kind}: {why[kind]}", "-", ""))
                 continue
             res[kind] = {}
             for label, memory in (("prewarmed", 256), ("no_prewarm", 512)):
                 e2e, init = [], []
                 for i in range(n):
                     name = f"cold-{kind.replace(':', '').replace('.', '')}-{uuid.uuid4().hex[:6]}"
-                    r = c.put(f"actions/{name}", {"exec": {"kind": kind, "code": code},  # a new name: a cold start
+                    r = c.put(f"actions/{name}", {"exec": samples[kind],  # a new name: a cold start
                                                   "limits": {"memory": memory}}, overwrite=True)
                     r.raise_for_status()
                     time.sleep(3)  # the invoker refills its stem cells after each cold start

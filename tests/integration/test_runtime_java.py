@@ -5,17 +5,11 @@ variables, and the error paths with its 502s and texts. The test jars are compil
 
 from __future__ import annotations
 
-import base64
-import io
-import tempfile
-import zipfile
-from pathlib import Path
-
-import docker
 import pytest
 
 from contracts import entities
-from tests.integration.kinds import MALFORMED, annotations, client, error_of, family_is_listed, invoke, logs, put, uniq
+from tests.integration import kinds
+from tests.integration.kinds import MALFORMED, anns, error_of, invoke, logs, put, uniq
 from tests.stack import Client, Stack
 
 pytestmark = pytest.mark.integration
@@ -96,39 +90,16 @@ public class Failing {
 }
 
 
-def compile_jar(image: str, sources: dict[str, str]) -> str:
-    """The base64 of a jar of `sources`, compiled in `image` (its JRE's javac module, gson on the class path)."""
-    with tempfile.TemporaryDirectory() as d:
-        for rel, text in sources.items():
-            Path(d, "src", rel).parent.mkdir(parents=True, exist_ok=True)
-            Path(d, "src", rel).write_text(text)
-        client = docker.from_env()
-        try:
-            client.containers.run(image, ["sh", "-c", "java -m jdk.compiler/com.sun.tools.javac.Main -encoding UTF-8 "
-                                          "-cp /opt/ow/java/gson.jar -d /w/out $(find /w/src -name '*.java')"],
-                                  volumes={d: {"bind": "/w", "mode": "rw"}}, remove=True, network_disabled=True)
-        finally:
-            client.close()
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as jar:
-            jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\nCreated-By: streamwhisk tests\r\n\r\n")
-            for cls in sorted(Path(d, "out").rglob("*.class")):
-                jar.write(cls, str(cls.relative_to(Path(d, "out"))))
-        return base64.b64encode(buf.getvalue()).decode()
-
-
-@pytest.fixture(scope="module")
-def c(stack: Stack) -> Client:
-    return client(stack, "java")
+c = kinds.client_fixture("java")
 
 
 @pytest.fixture(scope="module")
 def jars(stack: Stack) -> dict[str, str]:
-    return {kind: compile_jar(f"{entities.RUNTIMES[kind].image}:latest", SOURCES) for kind in KINDS}
+    return {kind: kinds.compile_jar(f"{entities.RUNTIMES[kind].image}:latest", SOURCES) for kind in KINDS}
 
 
 def test_listed_with_require_main(stack: Stack, c: Client, jars: dict[str, str]) -> None:
-    family_is_listed(stack, "java", "java:21", require_main=True)
+    kinds.family_is_listed(stack, "java", "java:21", require_main=True)
     # OpenWhisk's Exec.scala: a requireMain kind without `main` is refused.
     name = uniq("nomain")
     r = c.put(f"actions/{name}", {"exec": {"kind": "java:21", "code": jars["java:21"]}})
@@ -142,13 +113,7 @@ def test_listed_with_require_main(stack: Stack, c: Client, jars: dict[str, str])
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_hello_cold_then_warm_with_logs(c: Client, jars: dict[str, str], kind: str) -> None:
-    name = put(c, kind, jars[kind], main="Hello")
-    cold = invoke(c, name, {"name": "Ada"})
-    warm = invoke(c, name, {"name": "Bob"})
-    assert cold["response"]["result"] == {"greeting": "Hello Ada!", "version": KINDS[kind]}
-    assert warm["response"]["result"]["greeting"] == "Hello Bob!"
-    assert "initTime" in annotations(cold) and "initTime" not in annotations(warm)
-    assert annotations(cold)["kind"] == kind
+    name, cold, _ = kinds.cold_then_warm(c, kind, jars[kind], main="Hello", version=KINDS[kind])
     lines = logs(c, cold["activationId"], "Hello Ada!")
     assert [line.split(" ", 1)[1] for line in lines] == ["stdout: Hello Ada!"]  # no JVM warnings
     assert c.post(f"actions/{name}", {}, blocking=True, result=True).json()["greeting"] == "Hello stranger!"
@@ -161,7 +126,7 @@ def test_main_names_a_class_and_a_method(c: Client, jars: dict[str, str], kind: 
     got = rec["response"]["result"]
     assert got["entry"] == "methodName" and got["loader"] is True
     assert got["activation_id"] == rec["activationId"]
-    assert got["action_name"] == "/" + annotations(rec)["path"]
+    assert got["action_name"] == "/" + anns(rec)["path"]
     assert got["namespace"] == rec["namespace"] and int(got["deadline"]) > rec["start"]
 
 
@@ -209,4 +174,4 @@ def test_run_failures(c: Client, jars: dict[str, str], kind: str) -> None:
 def test_timeout(c: Client, jars: dict[str, str], kind: str) -> None:
     rec = invoke(c, put(c, kind, jars[kind], main="Failing#slow", timeout=3000))
     assert error_of(rec) == (DEV, "The action exceeded its time limits of 3000 milliseconds.")
-    assert annotations(rec)["timeout"] is True
+    assert anns(rec)["timeout"] is True

@@ -7,17 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.kinds import (
-    NO_START,
-    annotations,
-    client,
-    error_of,
-    family_is_listed,
-    invoke,
-    logs,
-    put,
-    zipped,
-)
+from tests.integration import kinds
+from tests.integration.kinds import NO_START, anns, error_of, invoke, logs, put, zipped
 from tests.stack import Client, Stack
 
 pytestmark = pytest.mark.integration
@@ -44,23 +35,15 @@ function niam(array $args) : array
 """
 
 
-@pytest.fixture(scope="module")
-def c(stack: Stack) -> Client:
-    return client(stack, "php")
+c = kinds.client_fixture("php")
 
 
 def test_listed(stack: Stack) -> None:
-    family_is_listed(stack, "php", KIND, require_main=False)
+    kinds.family_is_listed(stack, "php", KIND, require_main=False)
 
 
 def test_hello_cold_then_warm_with_logs(c: Client) -> None:
-    name = put(c, KIND, HELLO)
-    cold = invoke(c, name, {"name": "Ada"})
-    warm = invoke(c, name, {"name": "Bob"})
-    assert cold["response"]["result"] == {"greeting": "Hello Ada!", "version": "8.4"}
-    assert warm["response"]["result"]["greeting"] == "Hello Bob!"
-    assert "initTime" in annotations(cold) and "initTime" not in annotations(warm)
-    assert annotations(cold)["kind"] == KIND
+    _, cold, _ = kinds.cold_then_warm(c, KIND, HELLO, version="8.4")
     assert any(line.endswith(" stdout: Hello Ada!") for line in logs(c, cold["activationId"], "Hello Ada!"))
 
 
@@ -68,7 +51,7 @@ def test_main_names_another_function(c: Client) -> None:
     rec = invoke(c, put(c, KIND, HELLO, main="niam"))
     got = rec["response"]["result"]
     assert got["entry"] == "niam" and got["activation_id"] == rec["activationId"]
-    assert got["action_name"] == "/" + annotations(rec)["path"] and got["namespace"] == rec["namespace"]
+    assert got["action_name"] == "/" + anns(rec)["path"] and got["namespace"] == rec["namespace"]
 
 
 def test_docs_results(c: Client) -> None:
@@ -150,4 +133,4 @@ def test_timeout(c: Client) -> None:
     rec = invoke(c, put(c, KIND, "<?php\nfunction main(array $args) {\n    sleep(20);\n    return $args;\n}\n",
                         timeout=2000))
     assert error_of(rec) == (DEV, "The action exceeded its time limits of 2000 milliseconds.")
-    assert annotations(rec)["timeout"] is True
+    assert anns(rec)["timeout"] is True

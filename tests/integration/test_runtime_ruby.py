@@ -7,18 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.kinds import (
-    NO_BINARY,
-    NO_START,
-    annotations,
-    client,
-    error_of,
-    family_is_listed,
-    invoke,
-    logs,
-    put,
-    zipped,
-)
+from tests.integration import kinds
+from tests.integration.kinds import NO_BINARY, NO_START, anns, error_of, invoke, logs, put, zipped
 from tests.stack import Client, Stack
 
 pytestmark = pytest.mark.integration
@@ -42,23 +32,15 @@ end
 """
 
 
-@pytest.fixture(scope="module")
-def c(stack: Stack) -> Client:
-    return client(stack, "ruby")
+c = kinds.client_fixture("ruby")
 
 
 def test_listed(stack: Stack) -> None:
-    family_is_listed(stack, "ruby", KIND, require_main=False)
+    kinds.family_is_listed(stack, "ruby", KIND, require_main=False)
 
 
 def test_hello_cold_then_warm_with_logs(c: Client) -> None:
-    name = put(c, KIND, HELLO)
-    cold = invoke(c, name, {"name": "Ada"})
-    warm = invoke(c, name, {"name": "Bob"})
-    assert cold["response"]["result"] == {"greeting": "Hello Ada!", "version": "3.3"}
-    assert warm["response"]["result"]["greeting"] == "Hello Bob!"
-    assert "initTime" in annotations(cold) and "initTime" not in annotations(warm)
-    assert annotations(cold)["kind"] == KIND
+    _, cold, _ = kinds.cold_then_warm(c, KIND, HELLO, version="3.3")
     lines = logs(c, cold["activationId"], "Hello Ada!")
     assert [line.split(" ", 1)[1] for line in lines] == ["stdout: Hello Ada!"]
 
@@ -67,7 +49,7 @@ def test_main_names_another_method(c: Client) -> None:
     rec = invoke(c, put(c, KIND, HELLO, main="hello"))
     got = rec["response"]["result"]
     assert got["entry"] == "hello" and got["activation_id"] == rec["activationId"]
-    assert got["action_name"] == "/" + annotations(rec)["path"] and got["namespace"] == rec["namespace"]
+    assert got["action_name"] == "/" + anns(rec)["path"] and got["namespace"] == rec["namespace"]
     assert got["gems"] == [True, True]  # the gems the docs name (jwt, mechanize) are there
 
 
@@ -96,7 +78,7 @@ def test_error_paths(c: Client) -> None:
     name = put(c, KIND, "def main(args)\n  exit 1\nend\n")
     assert error_of(invoke(c, name)) == (APP, "exit")
     warm = invoke(c, name)
-    assert error_of(warm) == (APP, "exit") and "initTime" not in annotations(warm)
+    assert error_of(warm) == (APP, "exit") and "initTime" not in anns(warm)
     # The process ends in the middle of a run (runtime-go's proxy: "command exited").
     rec = invoke(c, put(c, KIND, "def main(args)\n  exit! 1\nend\n"))
     assert error_of(rec) == (DEV, "command exited")
@@ -116,4 +98,4 @@ def test_error_paths(c: Client) -> None:
 def test_timeout(c: Client) -> None:
     rec = invoke(c, put(c, KIND, "def main(args)\n  sleep 20\n  args\nend\n", timeout=2000))
     assert error_of(rec) == (DEV, "The action exceeded its time limits of 2000 milliseconds.")
-    assert annotations(rec)["timeout"] is True
+    assert anns(rec)["timeout"] is True

@@ -8,22 +8,18 @@ import base64
 import io
 import re
 import subprocess
-import time
-import uuid
 import zipfile
-from typing import Any
 
 import pytest
-import requests
 
+from tests.integration import kinds
+from tests.integration.kinds import NO_BINARY, anns, invoke, logs, put, uniq, zipped
 from tests.stack import Client, Stack
 
 pytestmark = pytest.mark.integration
 
 KIND = "rust:1.85"
 IMAGE = "streamwhisk/action-rust185:latest"
-NO_BINARY = "The action failed to generate or locate a binary. See logs for details."
-LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr): (.*)$")
 
 # docs/actions-rust.md's hello.rs, as printed there, plus one log line.
 HELLO = """extern crate serde_json;
@@ -93,83 +89,24 @@ pub fn sleeps(_args: Value) -> Result<Value, String> {
 """
 
 
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def c(stack: Stack) -> Client:
-    return stack.client(stack.subject(uniq("rust"), limits={"invocationsPerMinute": 1000,
-                                                            "concurrentInvocations": 50}))
-
-
-def put(c: Client, code: str, binary: bool = False, main: str | None = None, kind: str = KIND,
-        **limits: int) -> str:
-    name = uniq("rs")
-    exec_: dict[str, Any] = {"kind": kind, "code": code, **({"binary": True} if binary else {})}
-    if main:
-        exec_["main"] = main
-    r = c.put(f"actions/{name}", {"exec": exec_, **({"limits": limits} if limits else {})}, overwrite=True)
-    assert r.status_code == 200, r.text
-    assert r.json()["exec"]["kind"] == KIND
-    return name
-
-
-def invoke(c: Client, name: str, params: Any = None) -> dict[str, Any]:
-    r = c.post(f"actions/{name}", {} if params is None else params, blocking=True)
-    assert r.status_code in (200, 502), r.text
-    rec: dict[str, Any] = r.json()
-    return rec
-
-
-def anns(rec: dict[str, Any]) -> dict[str, Any]:
-    return {a["key"]: a["value"] for a in rec["annotations"]}
-
-
-def logs(c: Client, aid: str, until: str = "") -> list[str]:
-    deadline = time.monotonic() + 20
-    out: list[str] = []
-    while time.monotonic() < deadline:
-        r = c.get(f"activations/{aid}/logs")
-        if r.status_code == 200:
-            out = r.json()["logs"]
-            if out and any(until in line for line in out):
-                break
-        time.sleep(0.2)
-    return out
-
-
-def zipped(files: dict[str, str | bytes]) -> str:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return base64.b64encode(buf.getvalue()).decode()
+c = kinds.client_fixture("rust")
 
 
 def test_listed_as_the_rust_family_default(stack: Stack, c: Client) -> None:
-    info = requests.get(f"{stack.url}/", timeout=10).json()["runtimes"]
-    assert [(r["kind"], r["image"], r["default"]) for r in info["rust"]] == [
-        (KIND, "streamwhisk/action-rust185", True)]
-    assert put(c, HELLO, kind="rust:default")  # stored as rust:1.85 (put checks)
+    info = kinds.family_is_listed(stack, "rust", KIND, require_main=False)
+    assert [r["image"] for r in info] == ["streamwhisk/action-rust185"]
+    assert put(c, "rust:default", HELLO, stored=KIND)  # stored as rust:1.85 (put checks)
     version = subprocess.run(["docker", "run", "--rm", "--network", "none", IMAGE, "rustc", "--version"],
                              capture_output=True, text=True, timeout=120, check=True).stdout
     assert version.startswith("rustc 1.85.")
 
 
 def test_docs_hello_cold_then_warm_with_logs(c: Client) -> None:
-    name = put(c, HELLO)
-    cold = invoke(c, name, {"name": "Ada"})
-    warm = invoke(c, name, {"name": "Bob"})
-    assert cold["response"]["status"] == "success" and cold["response"]["success"] is True
-    assert cold["response"]["result"] == {"greeting": "Hello, Ada"}
-    assert warm["response"]["result"] == {"greeting": "Hello, Bob"}
-    assert "initTime" in anns(cold) and "initTime" not in anns(warm)
-    assert anns(cold)["kind"] == KIND
+    name, cold, _ = kinds.cold_then_warm(c, KIND, HELLO, results=({"greeting": "Hello, Ada"},
+                                                                  {"greeting": "Hello, Bob"}))
     assert invoke(c, name)["response"]["result"] == {"greeting": "Hello, stranger"}
-    lines = logs(c, cold["activationId"], "greeting Ada")
+    lines = kinds.clean_logs(c, cold["activationId"], "greeting Ada")
     assert any(line.endswith("stdout: greeting Ada") for line in lines), lines
-    assert all(LINE.match(line) for line in lines) and not any("XXX_THE_END" in line for line in lines)
     # serde's error for a parameter of the wrong type: the launcher answers {"error": ...}, an application error.
     rec = invoke(c, name, {"name": 3})
     assert rec["response"]["status"] == "application error"
@@ -177,13 +114,14 @@ def test_docs_hello_cold_then_warm_with_logs(c: Client) -> None:
 
 
 def test_environment_and_main_names_another_function(c: Client) -> None:
-    rec = invoke(c, put(c, ENTRIES))
+    name = put(c, KIND, ENTRIES)
+    rec = invoke(c, name)
     result = rec["response"]["result"]
     assert result["activation_id"] == rec["activationId"]
     assert result["namespace"] == rec["namespace"] and result["deadline"] is True
-    assert result["action_name"].startswith(f"/{rec['namespace']}/rs-")
+    assert result["action_name"] == f"/{rec['namespace']}/{name}"
     assert any(line.endswith("stderr: hello stderr") for line in logs(c, rec["activationId"], "hello stderr"))
-    rec = invoke(c, put(c, ENTRIES, main="naim"), {"a": [1, {"b": None}]})
+    rec = invoke(c, put(c, KIND, ENTRIES, main="naim"), {"a": [1, {"b": None}]})
     assert rec["response"]["result"] == {"a": [1, {"b": None}]}
 
 
@@ -201,12 +139,12 @@ pub fn main(args: Value) -> Result<Value, Error> {
     }
 }
 """
-    echo = put(c, code)
+    echo = put(c, KIND, code)
     assert invoke(c, echo)["response"]["result"] == ["c", "d"]
     # runtime-rust's "support return array result"; in a sequence an action's array is the next one's input.
-    first = put(c, "extern crate serde_json;\nuse serde_json::{Error, Value};\n\n"
-                   "pub fn main(_args: Value) -> Result<Value, Error> {\n"
-                   "    let output = [\"a\", \"b\"];\n    serde_json::to_value(output)\n}\n")
+    first = put(c, KIND, "extern crate serde_json;\nuse serde_json::{Error, Value};\n\n"
+                         "pub fn main(_args: Value) -> Result<Value, Error> {\n"
+                         "    let output = [\"a\", \"b\"];\n    serde_json::to_value(output)\n}\n")
     seq = uniq("rsseq")
     r = c.put(f"actions/{seq}", {"exec": {"kind": "sequence", "components": [f"/_/{first}", f"/_/{echo}"]}})
     assert r.status_code == 200, r.text
@@ -227,56 +165,51 @@ def test_zip_with_cargo_toml(c: Client) -> None:
                       "    serde_json::to_value(Out { word: word::word(), name: args[\"name\"].clone() })\n}\n",
         "src/word.rs": 'pub fn word() -> String { "zipped".into() }\n',
     }
-    rec = invoke(c, put(c, zipped(files), binary=True), {"name": "Zed"})
+    rec = invoke(c, put(c, KIND, zipped(files), binary=True), {"name": "Zed"})
     assert rec["response"]["result"] == {"word": "zipped", "name": "Zed"}
 
 
 def test_precompiled_binary(c: Client) -> None:
     # The image as an offline compiler, as OpenWhisk's ActionLoop images: `-compile main` turns sources into a zip.
-    p = subprocess.run(["docker", "run", "-i", "--rm", "--network", "none", IMAGE, "-compile", "main"],
-                       input=HELLO.encode(), capture_output=True, timeout=300, check=False)
+    p = kinds.compile_offline(IMAGE, HELLO.encode())
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     with zipfile.ZipFile(io.BytesIO(p.stdout)) as zf:
         assert zf.namelist() == ["exec"] and zf.read("exec")[:4] == b"\x7fELF"
-    rec = invoke(c, put(c, base64.b64encode(p.stdout).decode(), binary=True), {"name": "Bin"})
+    rec = invoke(c, put(c, KIND, base64.b64encode(p.stdout).decode(), binary=True), {"name": "Bin"})
     assert rec["response"]["result"] == {"greeting": "Hello, Bin"}
     assert anns(rec)["initTime"] < 2000  # nothing to compile
 
 
 def test_compile_error_fails_the_init_with_the_compiler_message_in_the_logs(c: Client) -> None:
     code = "use serde_json::{Error, Value};\npub fn main(args: Value) -> Result<Value, Error> {\n    Ok(args +)\n}\n"
-    rec = invoke(c, put(c, code))
-    assert rec["response"]["status"] == "action developer error"
-    assert rec["response"]["result"] == {"error": NO_BINARY}
-    lines = logs(c, rec["activationId"], "expected expression")
+    lines = kinds.init_fails(c, KIND, code, NO_BINARY, "expected expression")
     assert any(line.endswith("stderr: error: expected expression, found `)`") for line in lines), lines
     assert any("--> actions/src/lib.rs:3:" in line for line in lines), lines
     # A --main that the crate does not have.
-    rec = invoke(c, put(c, ENTRIES, main="nothere"))
-    assert rec["response"]["result"] == {"error": NO_BINARY}
-    assert any("nothere" in line for line in logs(c, rec["activationId"], "nothere"))
+    lines = kinds.init_fails(c, KIND, ENTRIES, NO_BINARY, "nothere", main="nothere")
+    assert any("nothere" in line for line in lines), lines
 
 
 def test_runtime_errors(c: Client) -> None:
     # Err(...) is answered {"error": its text}: an application error, the text also logged.
-    rec = invoke(c, put(c, ENTRIES, main="fails"))
+    rec = invoke(c, put(c, KIND, ENTRIES, main="fails"))
     assert rec["response"]["status"] == "application error"
     assert rec["response"]["result"] == {"error": 'it "failed"'}
     assert any(line.endswith('stderr: error: it "failed"') for line in logs(c, rec["activationId"], "failed"))
     # A panic ends the process: the proxy answers 400 "command exited" (runtime-go's), a developer error.
-    rec = invoke(c, put(c, ENTRIES, main="panics"))
+    rec = invoke(c, put(c, KIND, ENTRIES, main="panics"))
     assert rec["response"]["status"] == "action developer error"
     assert rec["response"]["result"] == {"error": "command exited"}
     lines = logs(c, rec["activationId"], "panicked")
     assert any(re.search(r"stderr: thread 'main' panicked at actions/src/lib\.rs:\d+:\d+:$", line) for line in lines)
     assert any(line.endswith("stderr: boom") for line in lines), lines
-    rec = invoke(c, put(c, ENTRIES, main="exits"))  # std::process::exit(1)
+    rec = invoke(c, put(c, KIND, ENTRIES, main="exits"))  # std::process::exit(1)
     assert rec["response"]["status"] == "action developer error"
     assert rec["response"]["result"] == {"error": "command exited"}
 
 
 def test_timeout(c: Client) -> None:
-    rec = invoke(c, put(c, ENTRIES, main="sleeps", timeout=5000))
+    rec = invoke(c, put(c, KIND, ENTRIES, main="sleeps", timeout=5000))
     assert rec["response"]["status"] == "action developer error"
     assert rec["response"]["result"] == {"error": "The action exceeded its time limits of 5000 milliseconds."}
     assert anns(rec)["timeout"] is True

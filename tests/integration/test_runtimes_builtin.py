@@ -3,18 +3,14 @@ cold then warm, logs, `main`, zips, and the error paths with OpenWhisk's statuse
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import time
-import uuid
-import zipfile
-from typing import Any
 
 import pytest
 import requests
 
 from contracts import entities
+from tests.integration import kinds
+from tests.integration.kinds import invoke, logs, put, zipped
 from tests.stack import Client, Stack
 
 pytestmark = pytest.mark.integration
@@ -46,55 +42,7 @@ exports.hello = hello;
 TIMEOUT = "The action exceeded its time limits of 1000 milliseconds."
 
 
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def c(stack: Stack) -> Client:
-    return stack.client(stack.subject(uniq("rt"), limits={"invocationsPerMinute": 1000,
-                                                           "concurrentInvocations": 50}))
-
-
-def put(c: Client, kind: str, code: str, binary: bool = False, main: str | None = None, **limits: int) -> str:
-    name = uniq(kind.replace(":", "").replace(".", ""))
-    exec_: dict[str, Any] = {"kind": kind, "code": code, **({"binary": True} if binary else {})}
-    if main:
-        exec_["main"] = main
-    r = c.put(f"actions/{name}", {"exec": exec_, **({"limits": limits} if limits else {})}, overwrite=True)
-    assert r.status_code == 200, r.text
-    assert r.json()["exec"]["kind"] == kind  # kept as given
-    return name
-
-
-def invoke(c: Client, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    r = c.post(f"actions/{name}", params or {}, blocking=True)
-    assert r.status_code in (200, 502), r.text
-    rec: dict[str, Any] = r.json()
-    return rec
-
-
-def annotations(rec: dict[str, Any]) -> dict[str, Any]:
-    return {a["key"]: a["value"] for a in rec["annotations"]}
-
-
-def logs(c: Client, aid: str) -> list[str]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        r = c.get(f"activations/{aid}/logs")
-        if r.status_code == 200 and r.json()["logs"]:
-            out: list[str] = r.json()["logs"]
-            return out
-        time.sleep(0.2)
-    return []
-
-
-def zipped(files: dict[str, str]) -> str:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return base64.b64encode(buf.getvalue()).decode()
+c = kinds.client_fixture("rt")
 
 
 def test_every_kind_is_listed_with_one_default_per_family(stack: Stack) -> None:
@@ -108,15 +56,8 @@ def test_every_kind_is_listed_with_one_default_per_family(stack: Stack) -> None:
 @pytest.mark.parametrize("kind", [*PY_KINDS, *NODE_KINDS])
 def test_hello_cold_then_warm_with_logs(c: Client, kind: str) -> None:
     code = PY_HELLO if kind.startswith("python") else NODE_HELLO
-    name = put(c, kind, code)
-    cold = invoke(c, name, {"name": "Ada"})
-    warm = invoke(c, name, {"name": "Bob"})
     want = PY_KINDS.get(kind) or NODE_KINDS[kind]
-    assert cold["response"]["result"] == {"greeting": "Hello Ada!", "version": list(want) if isinstance(want, tuple)
-                                          else want}
-    assert warm["response"]["result"]["greeting"] == "Hello Bob!"
-    assert "initTime" in annotations(cold) and "initTime" not in annotations(warm)
-    assert annotations(cold)["kind"] == kind
+    _, cold, _ = kinds.cold_then_warm(c, kind, code, version=list(want) if isinstance(want, tuple) else want)
     assert any(line.endswith("stdout: Hello Ada!") for line in logs(c, cold["activationId"]))
 
 
