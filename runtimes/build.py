@@ -150,7 +150,8 @@ class Image:
     repo: str  # the name the invoker runs (contracts.entities.Runtime.image), tagged :latest and :<content hash>
     suite: str
     packages: str  # mmdebstrap --include
-    dockerfile: str  # {base} is the base image's tag
+    dockerfile: str | Path  # {base} is the base image's tag; a Path is read when building (not at import: the
+    # invoker imports this module where only the Python files are installed)
     files: tuple[tuple[str, Path], ...] = ()  # build-context files, hashed into the tag
     prepare: Callable[[Path], None] | None = None  # derived build-context files (they follow from `files`)
     at_up: bool = False  # built by `up` before anything runs; the others on first use or in the background
@@ -221,7 +222,8 @@ def ensure_image(client: docker.DockerClient, img: Image, mirror: str, force: bo
         base = ensure_image(client, IMAGES[img.base], mirror, force, progress)
     else:
         base = _ensure_base(client, _base_repo(img), img.packages, img.suite, mirror, force, progress)
-    dockerfile = img.dockerfile.format(base=base)
+    text = img.dockerfile.read_text() if isinstance(img.dockerfile, Path) else img.dockerfile
+    dockerfile = text.format(base=base)
     files = {name: path.read_bytes() for name, path in img.files}
     tag = f"{img.repo}:{_digest(dockerfile, *(n.encode() + b'=' + d for n, d in sorted(files.items())))}"
     if force or not _exists(client, tag):
@@ -381,10 +383,10 @@ IMAGES: dict[str, Image] = {i.repo: i for i in [
     Image("streamwhisk/action-ruby33", "trixie", "python3,ruby3.3,ruby,ruby-jwt,ruby-mechanize", RUBY_DOCKERFILE,
           _actionloop_files("ruby", "launcher.rb")),
     Image("streamwhisk/action-go124", "trixie", "python3,golang-1.24-go,ca-certificates",
-          (HERE / "go" / "Dockerfile").read_text(), _compiled_files("go", "launcher.go")),
+          HERE / "go" / "Dockerfile", _compiled_files("go", "launcher.go")),
     Image("streamwhisk/action-rust185", "trixie",
           "python3,rustc,cargo,librust-serde-dev,librust-serde-derive-dev,librust-serde-json-dev",
-          (HERE / "rust" / "Dockerfile").read_text(), _compiled_files("rust", "launcher.rs")),
+          HERE / "rust" / "Dockerfile", _compiled_files("rust", "launcher.rs")),
 ]}
 
 

@@ -124,9 +124,10 @@ def test_kind_is_kept_as_given(c: Client) -> None:
         "nodejs:20"
 
 
-def test_info_lists_both_python_kinds(stack: Stack) -> None:
+def test_info_lists_the_python_kinds(stack: Stack) -> None:
     python = requests.get(f"{stack.url}/", timeout=30).json()["runtimes"]["python"]
-    assert [(k["kind"], k["default"]) for k in python] == [("python:3", True), ("python:3.11", False)]
+    assert [(k["kind"], k["default"]) for k in python] == [("python:3", True), ("python:3.11", False),
+                                                          ("python:3.13", False)]
 
 
 # --- 4. 405 with Allow (Pekko's MethodRejection handling) --------------------------------------------------------
