@@ -15,7 +15,9 @@ import time
 import uuid
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -425,25 +427,29 @@ def per_activation(total: float, records: int) -> float:
 
 # ---------------------------------------------------------------- 3. cold start
 
+def cold_invokes(c: Client, n: int, put: Callable[[str], None], refill_s: float) -> dict[str, Any]:
+    """n first invokes of n new actions (put(name) makes one), each after the invoker refilled its stem cells."""
+    e2e, init, wait = [], [], []
+    for i in range(n):
+        name = f"bench-cold-{uuid.uuid4().hex[:8]}"
+        put(name)
+        time.sleep(refill_s)
+        t = time.perf_counter()
+        r = c.post(f"actions/{name}", {"x": i}, blocking=True)
+        e2e.append((time.perf_counter() - t) * 1000)
+        if r.status_code == 200:
+            ann = {a["key"]: a["value"] for a in r.json().get("annotations", [])}
+            init.append(float(ann.get("initTime", 0)))
+            wait.append(float(ann.get("waitTime", 0)))
+        c.delete(f"actions/{name}")
+    return {"end_to_end": summary(e2e), "initTime": summary(init), "waitTime": summary(wait)}
+
+
 def cold_start(ctx: Ctx) -> Result:
-    n = ctx.dur(5, 2)
     res: dict[str, Any] = {}
-    c = ctx.client()
     for label, memory in (("prewarmed", None), ("no_prewarm", 512)):  # no stem cell has 512 MB
-        e2e, init, wait = [], [], []
-        for i in range(n):
-            name = f"bench-cold-{label}-{uuid.uuid4().hex[:6]}"
-            put_action(ctx, name, ECHO + f"# {i}\n", memory)
-            time.sleep(2.5)  # the invoker refills its prewarm pool after each cold start
-            t = time.perf_counter()
-            r = c.post(f"actions/{name}", {"x": i}, blocking=True)
-            e2e.append((time.perf_counter() - t) * 1000)
-            if r.status_code == 200:
-                ann = {a["key"]: a["value"] for a in r.json().get("annotations", [])}
-                init.append(float(ann.get("initTime", 0)))
-                wait.append(float(ann.get("waitTime", 0)))
-            c.delete(f"actions/{name}")
-        res[label] = {"end_to_end": summary(e2e), "initTime": summary(init), "waitTime": summary(wait)}
+        res[label] = cold_invokes(ctx.client(), ctx.dur(5, 2), partial(put_action, ctx, code=ECHO, memory=memory),
+                                  refill_s=2.5)  # the invoker refills its prewarm pool after each cold start
     res["docker_run"] = baselines.docker_run(ctx.dur(5, 2))
     res["driver"] = baselines.run_async(baselines.driver_start(ctx.dur(5, 2),
                                                                Path("/run/streamwhisk") / f"{ctx.s.prefix}b"))
@@ -532,23 +538,12 @@ def cold_kinds(ctx: Ctx) -> Result:
             if kind not in samples:
                 rows.append(("3 cold", f"{kind}: {why[kind]}", "-", ""))
                 continue
-            res[kind] = {}
-            for label, memory in (("prewarmed", 256), ("no_prewarm", 512)):
-                e2e, init = [], []
-                for i in range(n):
-                    name = f"cold-{kind.replace(':', '').replace('.', '')}-{uuid.uuid4().hex[:6]}"
-                    r = c.put(f"actions/{name}", {"exec": samples[kind],  # a new name: a cold start
-                                                  "limits": {"memory": memory}}, overwrite=True)
-                    r.raise_for_status()
-                    time.sleep(3)  # the invoker refills its stem cells after each cold start
-                    t = time.perf_counter()
-                    r = c.post(f"actions/{name}", {"x": i}, blocking=True)
-                    e2e.append((time.perf_counter() - t) * 1000)
-                    if r.status_code == 200:
-                        ann = {a["key"]: a["value"] for a in r.json().get("annotations", [])}
-                        init.append(float(ann.get("initTime", 0)))
-                    c.delete(f"actions/{name}")
-                res[kind][label] = {"end_to_end": summary(e2e), "initTime": summary(init)}
+            def put(name: str, kind: str = kind, memory: int = 256) -> None:
+                r = c.put(f"actions/{name}", {"exec": samples[kind], "limits": {"memory": memory}}, overwrite=True)
+                r.raise_for_status()
+
+            res[kind] = {label: cold_invokes(c, n, partial(put, memory=memory), refill_s=3)
+                         for label, memory in (("prewarmed", 256), ("no_prewarm", 512))}
             rows += [
                 ("3 cold", f"{kind}: prewarmed (p50/p90/p99)", lat(res[kind]["prewarmed"]["end_to_end"]),
                  f"initTime p50 {fmt_ms(res[kind]['prewarmed']['initTime'].get('p50'))}"),

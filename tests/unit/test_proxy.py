@@ -7,7 +7,6 @@ import http.client
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -132,7 +131,6 @@ def test_init_errors(tmp_path: Path) -> None:
         p.close()
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
 def test_nodejs_init_error_texts(tmp_path: Path) -> None:
     """As core/nodejsActionBase (service.js, runner.js): the error's stack, or the plain string runner.js
     rejects with for a `main` that is not a function."""
