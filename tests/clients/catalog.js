@@ -4,19 +4,9 @@
 // Prints one JSON object {step: result}; a failing step records {error, statusCode} (tests/integration/test_catalog.py).
 'use strict'
 
-const openwhisk = require('openwhisk')
+const { ow, out, step } = require('./steps')
 
-const ow = openwhisk({ apihost: process.env.APIHOST, api_key: process.env.AUTH, ignore_certs: true })
 const seq = `catseq-${process.env.SUFFIX || 'x'}`
-const out = {}
-
-async function step (name, fn) {
-  try {
-    out[name] = await fn()
-  } catch (e) {
-    out[name] = { error: e.message, statusCode: e.statusCode === undefined ? null : e.statusCode }
-  }
-}
 
 async function main () {
   await step('echo', () => ow.actions.invoke({ name: '/whisk.system/utils/echo', blocking: true, params: { hello: 'world' } }))

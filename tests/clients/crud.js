@@ -4,9 +4,8 @@
 // so the pytest side (tests/integration/test_npm_client.py) can show every difference at once.
 'use strict'
 
-const openwhisk = require('openwhisk')
+const { ow, out, step } = require('./steps')
 
-const ow = openwhisk({ apihost: process.env.APIHOST, api_key: process.env.AUTH, ignore_certs: true })
 const sfx = process.env.SUFFIX || 'x'
 const pkg = `npkg-${sfx}`
 const bind = `nbind-${sfx}`
@@ -15,15 +14,6 @@ const packaged = `${pkg}/inner`
 const trigger = `ntrig-${sfx}`
 const rule = `nrule-${sfx}`
 const code = 'function main(params) { return params }'
-const out = {}
-
-async function step (name, fn) {
-  try {
-    out[name] = await fn()
-  } catch (e) {
-    out[name] = { error: e.message, statusCode: e.statusCode === undefined ? null : e.statusCode }
-  }
-}
 
 async function main () {
   // packages first: the packaged action and the binding need them

@@ -4,22 +4,12 @@
 // so the pytest side (tests/integration/test_npm_invoke.py) can show every difference at once.
 'use strict'
 
-const openwhisk = require('openwhisk')
+const { ow, out, step } = require('./steps')
 
-const ow = openwhisk({ apihost: process.env.APIHOST, api_key: process.env.AUTH, ignore_certs: true })
 const sfx = process.env.SUFFIX || 'x'
 const py = `npy-${sfx}`
 const js = `njs-${sfx}`
 const bad = `nbad-${sfx}`
-const out = {}
-
-async function step (name, fn) {
-  try {
-    out[name] = await fn()
-  } catch (e) {
-    out[name] = { error: e.message, statusCode: e.statusCode === undefined ? null : e.statusCode }
-  }
-}
 
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
 
