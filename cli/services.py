@@ -451,12 +451,12 @@ def nginx_paths(settings: Settings) -> tuple[Path, Path, Path]:
 
 def ensure_action_network(settings: Settings, progress: Progress = say) -> None:
     """The walled-off network of action containers, made before nginx so that nginx listens on its gateway."""
-    if os.environ.get("WSK_ACTION_NETWORK", "default") == "none":
+    if not network.WANTED:
         progress("[network] actions get no network (WSK_ACTION_NETWORK=none)")
         return
     prune_action_networks(settings, progress)
     try:
-        net = network.ensure(settings, tuple(os.environ.get("WSK_ACTION_DENY", "").replace(",", " ").split()))
+        net = network.ensure(settings)
     except Exception as e:  # the invokers then give actions no network: isolation comes first
         progress(f"[network] warning: no action network, actions will have none: {e}")
         return

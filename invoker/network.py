@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ log = logging.getLogger("invoker.network")
 # Link-local covers AWS/GCP/Azure/OpenStack metadata (169.254.169.254); Alibaba's sits in CGNAT space.
 METADATA = ("169.254.0.0/16", "100.100.100.200/32")
 LABEL = "streamwhisk.action-network"  # the stack's prefix
+# The operator's choices, read by the invoker and by `up` (which makes the network before nginx listens on it).
+WANTED = os.environ.get("WSK_ACTION_NETWORK", "default") != "none"
+DENY = tuple(os.environ.get("WSK_ACTION_DENY", "").replace(",", " ").split())
 HOME_LABEL = "streamwhisk.home"  # the stack's state dir: a stack whose processes are all gone left it behind
 
 
@@ -122,7 +126,7 @@ def _network(client: docker.DockerClient, name: str, bridge: str, prefix: str, h
     return ActionNetwork(name, opts.get("com.docker.network.bridge.name", bridge), cfg["Gateway"], cfg["Subnet"])
 
 
-def ensure(settings: Settings, deny: tuple[str, ...] = ()) -> ActionNetwork:
+def ensure(settings: Settings, deny: tuple[str, ...] = DENY) -> ActionNetwork:
     """Make (or find) the stack's action network and (re)apply its wall; raises if either fails."""
     name, bridge, chain = names(settings.prefix)
     if shutil.which("iptables") is None or shutil.which("iptables-restore") is None:

@@ -64,8 +64,6 @@ def parse_prewarm(spec: str) -> list[tuple[str, int]]:
 
 PREWARM = parse_prewarm(os.environ.get("WSK_INVOKER_PREWARM", "python:3@256"))
 API_HOST = os.environ.get("WSK_ACTION_API_HOST", "")
-NETWORK = os.environ.get("WSK_ACTION_NETWORK", "default")
-DENY = tuple(os.environ.get("WSK_ACTION_DENY", "").replace(",", " ").split())
 
 
 def provides_api_key(action: dict[str, Any]) -> bool:
@@ -113,10 +111,10 @@ class Invoker:
         self.secret = keys.activation_secret(settings.home)
 
     async def _setup_network(self) -> None:
-        if NETWORK == "none":
+        if not network.WANTED:
             return
         try:
-            net = await asyncio.to_thread(network.ensure, self.s, DENY)
+            net = await asyncio.to_thread(network.ensure, self.s)
         except Exception as e:  # no wall, no network: isolation comes first
             log.error("action network unavailable, actions get no network: %s", e)
             return
