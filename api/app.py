@@ -59,9 +59,9 @@ async def whisk_middleware(request: web.Request, handler: Handler) -> web.Stream
     headers = {"X-Request-ID": tid, **errors.CORS}
     ident: Identity | None = None
     try:
-        if request.method == "OPTIONS" and not request.path.startswith("/api/v1/web/"):
+        if request.method == "OPTIONS" and not _open(request.path):
             resp: web.StreamResponse = web.Response(status=200)
-        elif request.path in OPEN_PATHS or request.path.startswith("/api/v1/web/"):
+        elif request.path in OPEN_PATHS or _open(request.path):
             resp = await handler(request)
         else:
             ident = _authenticate(request)
@@ -92,6 +92,12 @@ async def whisk_middleware(request: web.Request, handler: Handler) -> web.Stream
     if request.path != "/ping":
         _audit(request, ident, resp.status, (time.perf_counter() - started) * 1000)
     return resp
+
+
+def _open(path: str) -> bool:
+    """Web actions and API gateway routes (/api/<tenant>/...): they check their callers themselves."""
+    return path.startswith("/api/") and (path.startswith("/api/v1/web/") or not (
+        path.startswith("/api/v1/") or path == "/api/v1"))
 
 
 def _authenticate(request: web.Request) -> Identity:
@@ -188,6 +194,10 @@ async def _resources(app: web.Application) -> Any:
     follow = asyncio.create_task(catalog.follow(settings, app[VIEWS].dbs))  # a replay may switch databases
     app[TAIL] = Tail(settings.kafka, t)
     app[TAIL].doc_cache = app[VIEWS].cache
+    from api.gateway import ROUTES, Routes
+
+    app[ROUTES] = Routes()
+    app[TAIL].route_cache = app[ROUTES]
     app[TAIL].activation_secret = keys.activation_secret(settings.home)
     await app[TAIL].start()
     from api.compositions import run_rule_compositions

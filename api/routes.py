@@ -50,10 +50,14 @@ def add(app: web.Application) -> None:
     r.add_route("*", "/api/v1/namespaces/{ns}/activations", get_only(list_activations))
     r.add_route("*", "/api/v1/namespaces/{ns}/activations/{id}", get_only(get_activation))
     r.add_route("*", "/api/v1/namespaces/{ns}/activations/{id}/{part:(result|logs)}", get_only(get_activation))
+    from api import gateway  # (imports this module)
+
+    gateway.add(app)
     web_actions.add(app)
     for coll in COLLECTIONS:
         r.add_route("*", f"/api/v1/namespaces/{{ns}}/{coll}", get_only(list_entities))
         r.add_route("*", f"/api/v1/namespaces/{{ns}}/{coll}/{{rest:.+}}", entity)
+    gateway.add_serving(app)
 
 
 def get_only(handler: Handler) -> Handler:

@@ -57,6 +57,7 @@ class Tail:
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.doc_cache: DocCache | None = None  # fed with every decided doc
+        self.route_cache: Any = None  # api.gateway.Routes: fed with every decided doc too
         self.activation_secret: bytes | None = None  # verifies activation-scoped keys (contracts/keys.py)
 
     async def start(self) -> None:
@@ -139,9 +140,11 @@ class Tail:
         elif isinstance(ev, SubjectDeleted):
             self.identities = {u: i for u, i in self.identities.items() if i.subject != ev.subject}
         elif isinstance(ev, EntityChanged):
-            if self.doc_cache is not None:
-                for doc_id, doc in ev.writes:
+            for doc_id, doc in ev.writes:
+                if self.doc_cache is not None:
                     self.doc_cache.decided(doc_id, doc)
+                if self.route_cache is not None:
+                    self.route_cache.decided(doc_id, doc)
             _resolve(self.decisions, ev.request_id, (ev, partition, offset))
         elif isinstance(ev, ActivationCompleted):
             _resolve(self.admissions, ev.activation_id, ev.rejected_status is None)

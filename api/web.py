@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,6 +20,7 @@ from aiohttp import web
 from api import errors
 from api.app import TAIL, VIEWS
 from api.errors import error_response, json_response
+from api.tail import Identity
 from contracts import entities
 from contracts.errors import WhiskError
 from contracts.events import ActivationRequested, new_id
@@ -252,9 +254,27 @@ def cors(request: web.Request) -> dict[str, str]:
 
 
 async def web_action(request: web.Request) -> web.StreamResponse:
+    name, ext, path = split_rest(request.match_info["rest"])
+    return await respond(request, Call(request.match_info["ns"], request.match_info["pkg"], name, ext, path))
+
+
+@dataclass(frozen=True)
+class Call:
+    """A web action call: from its URL, or from an API gateway route (which may change the verb and add headers)."""
+
+    ns: str
+    pkg: str
+    name: str
+    ext: str
+    path: str
+    method: str | None = None  # None: the request's
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def respond(request: web.Request, call: Call) -> web.StreamResponse:
     request["web_offer"] = "application/json"  # errors are JSON; _web_action sets what its answer offers
     try:
-        resp: web.StreamResponse = await _web_action(request)
+        resp: web.StreamResponse = await _web_action(request, call)
     except WhiskError as e:
         hdr = {} if request.get("no_cors") else cors(request)
         resp = error_response(e.status, e.message, request["tid"], hdr)
@@ -289,9 +309,10 @@ async def _resolve(request: web.Request, ns: str, pkg: str, name: str) -> Doc:
     return {**action, "parameters": resolve_action_params(action, package, binding)}
 
 
-async def _web_action(request: web.Request) -> web.StreamResponse:
-    ns, pkg = request.match_info["ns"], request.match_info["pkg"]
-    name, ext, path = split_rest(request.match_info["rest"])
+async def _web_action(request: web.Request, call: Call) -> web.StreamResponse:
+    ns, pkg, name, ext, path = call.ns, call.pkg, call.name, call.ext, call.path
+    method = call.method or request.method
+    headers = {k.lower(): v for k, v in request.headers.items()} | {k.lower(): v for k, v in call.headers.items()}
     tail = request.app[TAIL]
     owner = next((i for i in tail.identities.values() if i.namespace == ns and not i.blocked), None)
     try:
@@ -303,19 +324,17 @@ async def _web_action(request: web.Request) -> web.StreamResponse:
     custom_options = _truthy(_annotation(action, "web-custom-options"))
     request["no_cors"] = custom_options
     hdrs = {} if custom_options else cors(request)
-    if request.method == "OPTIONS" and not custom_options:
+    if method == "OPTIONS" and not custom_options:
         request["web_offer"] = "none/none"  # Pekko's HttpEntity.Empty has no content type, which it names so
         return web.Response(status=200, headers=hdrs)
     caller = _caller(request)
-    if request.method != "OPTIONS" and not auth_ok(
-            _annotation(action, "require-whisk-auth"), caller is not None,
-            request.headers.get("X-Require-Whisk-Auth")):
+    if method != "OPTIONS" and not auth_ok(
+            _annotation(action, "require-whisk-auth"), caller is not None, headers.get("x-require-whisk-auth")):
         raise WhiskError(401, errors.AUTH_INVALID)
     body = await request.read()
     if len(body) > entities.MAX_PAYLOAD_SIZE:
         raise WhiskError(413, f"Request larger than allowed: {len(body)} > {entities.MAX_PAYLOAD_SIZE} bytes.")
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    args = web_args(action, request.method, headers, path, request.query_string, body,
+    args = web_args(action, method, headers, path, request.query_string, body,
                     request.content_type if body else "", caller)
     request["identity"] = owner  # runs as the owner: its namespace, its throttles
     aid, record = await _run(request, action, args)
@@ -341,8 +360,8 @@ async def _web_action(request: web.Request) -> web.StreamResponse:
     return r
 
 
-def _caller(request: web.Request) -> str | None:
-    """The caller's namespace if valid Basic credentials came with the request."""
+def caller(request: web.Request) -> Identity | None:
+    """The caller if valid Basic credentials came with the request (a web action's __ow_user), else None."""
     auth = request.headers.get("Authorization", "")
     scheme, _, cred = auth.partition(" ")
     if scheme.lower() != "basic":
@@ -351,7 +370,12 @@ def _caller(request: web.Request) -> str | None:
         ident = request.app[TAIL].authenticate(base64.b64decode(cred.strip(), validate=True).decode())
     except (ValueError, UnicodeDecodeError):
         return None
-    return ident.namespace if ident is not None and not ident.blocked else None
+    return ident if ident is not None and not ident.blocked else None
+
+
+def _caller(request: web.Request) -> str | None:
+    ident = caller(request)
+    return ident.namespace if ident is not None else None
 
 
 async def _run(request: web.Request, action: Doc, args: Doc) -> tuple[str, Doc | None]:

@@ -7,11 +7,13 @@ from typing import Any
 
 from contracts.errors import WhiskError
 from contracts.events import EntityCommand
-from streams.entities import logic
+from streams.entities import apis, logic
 from streams.entities.logic import Decision
 
 
 def decide(cmd: EntityCommand, lookup: Callable[[str], Any], contents: list[str], now_ms: int) -> Decision:
+    if cmd.entity_type == "api":
+        return apis.decide(cmd.op, cmd.doc_id, cmd.body, lookup, now_ms)
     if cmd.op == "put":
         return slim_put_result(cmd.doc_id, logic.decide_put(
             cmd.entity_type, cmd.doc_id, cmd.body, cmd.overwrite, lookup, now_ms))

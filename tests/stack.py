@@ -165,10 +165,11 @@ def npm_client(script: str) -> Path:
     return CLIENTS / script
 
 
-def run_npm_client(script: str, stack: Stack, authkey: str, suffix: str) -> dict[str, Any]:
-    """Run a tests/clients script against the stack (APIHOST, AUTH, SUFFIX in its env); it prints JSON last."""
+def run_npm_client(script: str, stack: Stack, authkey: str, suffix: str, **more: str) -> dict[str, Any]:
+    """Run a tests/clients script against the stack (APIHOST, AUTH, SUFFIX and `more` in its env); it prints JSON
+    last."""
     env = {"PATH": str(Path(shutil.which("node") or "node").parent), "APIHOST": stack.url, "AUTH": authkey,
-           "SUFFIX": suffix}
+           "SUFFIX": suffix, **more}
     run = subprocess.run(["node", str(npm_client(script))], cwd=CLIENTS, env=env, capture_output=True, text=True,
                          timeout=240)
     if run.returncode != 0:

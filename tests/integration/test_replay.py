@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 
 from cli.audit import read_log
 from cli.services import settings_env
@@ -79,6 +80,14 @@ def history(stack: Stack) -> Snapshot:
     assert alice.put("packages/rpkg", {"parameters": [{"key": "p", "value": 1}]}).status_code == 200
     assert alice.put("actions/rpkg/inner", {"exec": {"kind": "python:3", "code": CODE}}).status_code == 200
     assert alice.put("actions/r0", {}, overwrite=False).status_code == 409  # rejected: no doc change
+    # an API gateway route: an `api` entity, rebuilt like the others
+    assert guest.put("actions/rweb", {"exec": {"kind": "python:3", "code": CODE}, "annotations": [
+        {"key": "web-export", "value": True}]}, overwrite=True).status_code == 200
+    route = {"apidoc": {"namespace": "_", "gatewayBasePath": "/rbase", "gatewayPath": "/n", "gatewayMethod": "GET",
+                        "action": {"name": "rweb", "namespace": "_", "backendMethod": "GET",
+                                   "backendUrl": f"{stack.url}/api/v1/web/_/default/rweb.http"}}}
+    assert requests.post(f"{stack.url}/api/v1/web/whisk.system/apimgmt/createApi", json=route, auth=guest.auth,
+                         timeout=60).status_code == 200
     for n in range(3):
         assert alice.post("actions/r0", {"n": n}, blocking=True).status_code == 200
     assert guest.put("triggers/rtrig", {}, overwrite=True).status_code == 200
@@ -110,6 +119,10 @@ def test_delete_all_databases_and_replay_in_place(stack: Stack, history: Snapsho
     assert out["docs"] == 0 and snapshot(couch, dbs) == history
     c = stack.client()  # the API reads the rebuilt views (views are recreated too)
     assert c.get("triggers/rtrig").status_code == 200
+    assert "guest/api:/rbase" in history["whisks"]
+    apis = requests.get(f"{stack.url}/api/v1/web/whisk.system/apimgmt/getApi", params={"basepath": "/rbase"},
+                        auth=c.auth, timeout=60).json()["apis"]
+    assert [a["value"]["apidoc"]["paths"]["/n"]["get"]["x-openwhisk"]["action"] for a in apis] == ["rweb"]
     assert c.get("triggers", limit=5).status_code == 200
 
 

@@ -156,9 +156,19 @@ class Proxy:
         self.proc = subprocess.Popen([sys.executable, str(RUNTIMES / "actionloop" / "proxy.py")], env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.err)
         deadline = time.monotonic() + 10
-        while not os.path.exists(self.sock):
+        while not self._listening():  # the socket file appears at bind(), before listen()
             assert time.monotonic() < deadline and self.proc.poll() is None
             time.sleep(0.02)
+
+    def _listening(self) -> bool:
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(self.sock)
+            except OSError:
+                return False
+            return True
 
     def post(self, path: str, body: Any) -> tuple[int, Any]:
         conn = _Conn(self.sock)
