@@ -13,6 +13,11 @@ from contracts.settings import REPO, Settings
 def cmd_test(settings: Settings, args: argparse.Namespace) -> int:
     # The session fixture (tests/stack.py) installs and starts Kafka, PouchDB Server, dockerd and the images
     # when they are not running, and a private set of Streamwhisk processes; so pytest alone is the whole run.
+    # It is done here first as well: on a fresh machine building every runtime image takes longer than a test's
+    # timeout, which the fixture's setup would count against the first integration test.
+    from tests.stack import start_infra
+
+    start_infra()
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-ra", *args.pytest_args]
     code = subprocess.call(argv, cwd=REPO, env=dict(os.environ))
     if code == 5:
