@@ -81,6 +81,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     settings.home.mkdir(parents=True, exist_ok=True)
     install_all(settings, say)
+    services.supervise(settings)  # every part below runs under supervisord, which restarts it if it crashes
     services.ensure_docker(settings, say)
     services.ensure_action_network(settings, say)
     services.start_kafka(settings, say)
@@ -124,10 +125,14 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     rows = status.status(settings)
-    say(f"{'PART':<12} {'RUNNING':<8} {'PID':<8} {'PORT':<6} HEALTH")
+    say(f"{'PART':<12} {'RUNNING':<8} {'PID':<8} {'PORT':<6} {'HEALTH':<8} {'RESTARTS':<8} LAST EXIT")
     for r in rows:
         running = "yes" if r.pid is not None else ("ext" if r.name == "docker" and r.health == "ok" else "no")
-        say(f"{r.name:<12} {running:<8} {r.pid or '-'!s:<8} {r.port:<6} {r.health}")
+        say(f"{r.name:<12} {running:<8} {r.pid or '-'!s:<8} {r.port:<6} {r.health:<8} {r.restarts:<8} "
+            f"{r.last_exit or '-'}")
+    for r in rows:
+        if r.crash_loop:
+            say(f"error: {r.name} {r.crash_loop}; see {settings.home / 'logs' / (r.name + '.log')}, then `up`")
     return 0 if all(r.healthy for r in rows) else 1
 
 

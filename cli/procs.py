@@ -31,8 +31,11 @@ def _is_zombie(pid: int) -> bool:
 
 
 def write_pid(pid_file: Path, pid: int) -> None:
+    """Atomically (a reader never sees a half-written file: supervision rewrites pid files while others read)."""
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{pid} {_start_time(pid) or ''}\n")
+    tmp = pid_file.with_name(f".{pid_file.name}.{os.getpid()}")
+    tmp.write_text(f"{pid} {_start_time(pid) or ''}\n")
+    tmp.replace(pid_file)
 
 
 def read_pid(pid_file: Path) -> int | None:

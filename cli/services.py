@@ -1,7 +1,8 @@
 """Start, check and stop the parts of a local stack. Shared by `streamwhisk up/down/status` and the tests.
 
 Every process we start has a pid file in <home>/run and a log in <home>/logs; a part whose pid file points at a
-live process is left alone, so `up` is idempotent.
+live process is left alone, so `up` is idempotent. `up` runs the parts under supervisord (cli/supervise.py,
+enabled by `supervise()`), which restarts a crashed one; the test harness starts its private stacks directly.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from cli import procs
+from cli import supervise as sv
 from cli.install import kafka_libs, pouchdb_bin
 from contracts.settings import REPO, Settings
 from invoker import network
@@ -238,9 +240,24 @@ def _already(settings: Settings, name: str, progress: Progress) -> bool:
     return False
 
 
+_SUPERVISORS: dict[Path, sv.Supervisor] = {}  # by WSK_HOME: stacks whose parts supervisord runs
+
+
+def supervise(settings: Settings) -> None:
+    """From now on, parts this process starts for this stack run under supervisord (started if needed)."""
+    sup = sv.Supervisor(settings)
+    sup.ensure(settings_env(settings))
+    _SUPERVISORS[settings.home] = sup
+
+
 def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str] | None = None,
            cwd: Path | None = None) -> Callable[[], bool]:
     pf = pid_file(settings, name)
+    sup = _SUPERVISORS.get(settings.home)
+    if sup is not None:
+        sup.run(name, argv, env, cwd, log_file(settings, name))
+        # alive while supervisord keeps it: the pid file follows restarts (cli/supervise_events.py)
+        return lambda: procs.read_pid(pf) is not None or sup.state(name) not in ("FATAL", "STOPPED", None)
     procs.spawn(argv, log_file(settings, name), pf, env=env, cwd=cwd)
     return lambda: procs.read_pid(pf) is not None
 
@@ -539,7 +556,8 @@ def start_nginx(settings: Settings, progress: Progress = say, api_available: boo
     if tcp_open("127.0.0.1", settings.nginx_port):
         raise StartError(f"[nginx] 127.0.0.1:{settings.nginx_port} is already in use by a process we did not start")
     nginx_test(settings)
-    alive = _spawn(settings, "nginx", nginx_argv(settings, "-g", "daemon off;"))
+    guard = [sys.executable, "-m", "cli.nginx_guard", str(settings.nginx_port), "--"]
+    alive = _spawn(settings, "nginx", [*guard, *nginx_argv(settings, "-g", "daemon off;")], cwd=REPO)
     url = f"http://127.0.0.1:{settings.nginx_port}/api/v1"
     try:
         wait_http(url, 30 if api_available else 10, 200 if api_available else None, alive)
@@ -563,13 +581,17 @@ def remove_action_containers(settings: Settings, progress: Progress = say) -> No
 
 
 def stop_all(settings: Settings, progress: Progress = say, remove_containers: bool = True) -> None:
-    """Stop, in reverse start order, every process we started (dockerd only if we started it)."""
+    """Stop, in reverse start order, every process we started (dockerd only if we started it); under
+    supervisord, through it (a part killed behind its back would be restarted), and then supervisord itself."""
+    sup = sv.Supervisor(settings)
+    if sup.running():
+        _SUPERVISORS[settings.home] = sup
     rundir = run_dir(settings)
     known = ["nginx", *reversed([c.name for c in components(settings)])]
     # Invokers from an earlier run with a larger WSK_INVOKERS, or anything else we left a pid file for.
     extra = sorted((p.stem for p in rundir.glob("*.pid")), reverse=True) if rundir.is_dir() else []
     tail = ["couchdb", "kafka", "dockerd"]
-    order = known + [n for n in extra if n not in known and n not in tail]
+    order = known + [n for n in extra if n not in known and n not in tail and n != "supervisord"]
     for name in order:
         _stop(settings, name, progress)
     if remove_containers:
@@ -577,10 +599,23 @@ def stop_all(settings: Settings, progress: Progress = say, remove_containers: bo
         network.remove(settings.prefix)
     for name in tail:
         _stop(settings, name, progress)
+    sup_ = _SUPERVISORS.pop(settings.home, None)
+    if sup_ is not None:
+        for name in sup_.programs():  # anything it still runs that we had no pid file for
+            _stop(settings, name, progress)
+        pid = sup_.pid()
+        sup_.shutdown()
+        progress(f"[supervisord] stopped (pid {pid})")
 
 
 def _stop(settings: Settings, name: str, progress: Progress) -> None:
     t0 = time.monotonic()
-    pid = procs.stop(pid_file(settings, name), STOP_TIMEOUT)
+    sup = _SUPERVISORS.get(settings.home)
+    if sup is not None:
+        pid = procs.read_pid(pid_file(settings, name))
+        if not sup.stop(name):
+            pid = procs.stop(pid_file(settings, name), STOP_TIMEOUT)  # (not one of its programs)
+    else:
+        pid = procs.stop(pid_file(settings, name), STOP_TIMEOUT)
     if pid is not None:
         progress(f"[{name}] stopped (pid {pid}, {time.monotonic() - t0:.1f} s)")

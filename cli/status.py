@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 
-from cli import procs
+from cli import procs, supervise
 from cli.services import (
     components,
     couch_healthy,
@@ -26,6 +28,9 @@ class PartStatus:
     pid: int | None
     port: str
     health: str  # ok | failing | absent (module not written yet)
+    restarts: int = 0  # by supervisord after a crash (cli/supervise.py)
+    last_exit: str | None = None  # its reason and age, e.g. "terminated by SIGKILL, 12 s ago"
+    crash_loop: str | None = None  # why supervision gave up on it
 
     @property
     def healthy(self) -> bool:
@@ -45,6 +50,8 @@ def status(settings: Settings) -> list[PartStatus]:
         PartStatus("docker", pid("dockerd"), "-", ok(docker_healthy(10))),
         PartStatus("kafka", pid("kafka"), str(kport), ok(tcp_open(host, kport) and kafka_healthy(settings.kafka, 5))),
         PartStatus("couchdb", pid("couchdb"), str(couch_hostport(settings)[1]), ok(couch_healthy(settings))),
+        PartStatus("connect", pid("connect"), str(settings.connect_port),
+                   ok(http_status(f"http://127.0.0.1:{settings.connect_port}/") == 200)),
     ]
     for c in components(settings):
         p = pid(c.name)
@@ -58,4 +65,19 @@ def status(settings: Settings) -> list[PartStatus]:
     nginx_status = http_status(f"http://127.0.0.1:{settings.nginx_port}/api/v1")
     nginx_ok = nginx_status == 200 if module_available("api") else nginx_status is not None
     rows.append(PartStatus("nginx", pid("nginx"), str(settings.nginx_port), ok(pid("nginx") is not None and nginx_ok)))
-    return rows
+    return [_supervised(r, settings) for r in rows]
+
+
+def _supervised(row: PartStatus, settings: Settings) -> PartStatus:
+    """The row with supervisord's restarts and last exit (from the event listener's record)."""
+    name = "dockerd" if row.name == "docker" else row.name
+    part = supervise.read_state(settings).get(name)
+    if not part:
+        return row
+    last = part.get("last_exit")
+    age = f", {time.time() - last['at']:.0f} s ago" if last else ""
+    loop = part.get("crash_loop")
+    return dataclasses.replace(row, restarts=int(part.get("restarts", 0)),
+                               last_exit=f"{last['reason']}{age}" if last else None, crash_loop=loop,
+                               health="crash-loop" if loop and row.pid is None else row.health)
+

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from contracts import events
 from contracts.events import Event
@@ -93,8 +93,7 @@ async def ensure_topics(
 ) -> None:
     """Create the missing topics. Every topic the streams workers read must have the same partition count
     (Settings.partitions): Faust co-partitions topics by count, so partition i of each lands on one worker."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = await reachable_admin(bootstrap)
     try:
         existing = set(await admin.list_topics())
         new = [
@@ -106,6 +105,27 @@ async def ensure_topics(
                 await admin.create_topics(new)
     finally:
         await admin.close()
+
+
+async def reachable_admin(bootstrap: str, say_every_s: float = 10.0) -> AIOKafkaAdminClient:
+    """An admin client, once the broker answers: every component calls this first (ensure_topics), so each starts
+    in any order and waits, saying so in its log, while Kafka is down instead of exiting."""
+    waited, last_said = 0.0, -say_every_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+            if waited:
+                log.info("Kafka at %s is reachable after %.0f s", bootstrap, waited)
+            return admin
+        except KafkaConnectionError as e:
+            with contextlib.suppress(Exception):
+                await admin.close()
+            if waited - last_said >= say_every_s:
+                log.warning("waiting for Kafka at %s (%s)", bootstrap, e)
+                last_said = waited
+        await asyncio.sleep(1.0)
+        waited += 1.0
 
 
 async def partition_counts(bootstrap: str, names: Iterable[str]) -> dict[str, int]:

@@ -118,7 +118,15 @@ async def follow(settings: Settings, dbs: dict[str, str], interval_s: float = FO
             await asyncio.sleep(interval_s)
 
 
-async def current(settings: Settings) -> dict[str, str]:
-    """The live generation's database names, read once (API start)."""
+async def current(settings: Settings, say_every_s: float = 10.0) -> dict[str, str]:
+    """The live generation's database names, read once (API start), waiting while CouchDB is unreachable."""
     couch = Couch(settings.couchdb)
-    return (await asyncio.to_thread(read, couch, settings)).dbs
+    waited = 0.0
+    while True:
+        try:
+            return (await asyncio.to_thread(read, couch, settings)).dbs
+        except OSError as e:  # connection refused or reset: CouchDB is down or restarting
+            if waited % say_every_s == 0:
+                log.warning("waiting for CouchDB at %s (%r)", settings.couchdb, e)
+        await asyncio.sleep(1.0)
+        waited += 1.0

@@ -82,6 +82,10 @@ class Partition:
     def refused(self, activation_id: str, at: int) -> None:
         self.decided[activation_id] = at
 
+    def answered(self, activation_id: str, at: int) -> None:
+        """A final record was sent for the id (a trigger fire's): it is decided, as an admission is."""
+        self.decided[activation_id] = at
+
     def completed(self, activation_id: str) -> None:
         e = self.inflight.pop(activation_id, None)
         if e is None:  # a rejection, a trigger's or a sequence's record, or a repeat
@@ -132,6 +136,7 @@ def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int) -> Par
         elif isinstance(ev, ActivationCompleted):
             finished.append(ev.activation_id)
             if ev.rejected_status is None:
+                p.answered(ev.activation_id, ev.at)  # a trigger's record: its fire is not answered twice
                 continue
             p.refused(ev.activation_id, ev.at)
             if ev.rejected_status not in (429, 503):  # 503: admitted, then no invoker; 403: never counted

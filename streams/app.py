@@ -1,9 +1,11 @@
 """The Faust worker: entity decider, admission (entitlement + throttles + load balancing) and rule matching.
 
-Agents are thin: decode, call pure logic, update state, send events. The entity and fire-count tables are backed
-by changelog topics; admission's state is rebuilt from the assignments and completions themselves
-(streams/admission.py), so an activation costs no changelog write. concurrency=1 everywhere: decisions on one key
-must be ordered (and faust #606 loses offsets with concurrency > 1).
+Agents are thin: decode, call pure logic, update state, send events. The decisions' state is their own output
+read back: the entity decider's is the entity log (streams/views.py EntityState), admission's the assignments
+and completions (streams/admission.py). So the send is the only write, and a worker killed at any point either
+sent a decision (the re-read input is skipped by its request or activation id) or left no trace of it (the input
+is uncommitted and decided again). Only the fires-per-minute counts are a changelogged table. concurrency=1
+everywhere: decisions on one key must be ordered (and faust #606 loses offsets with concurrency > 1).
 
 Several workers share the partitions (one consumer group). Everything about one namespace is keyed by it
 (contracts/topics.py), so the state an event needs is on the worker that gets the event: entities by root
@@ -37,6 +39,19 @@ from streams.admission import Admission, Partition
 from streams.views import Views, root
 
 log = logging.getLogger("streams")
+
+
+class Held:
+    """Which partitions' entity log this worker has read to the end since it got them, and a revocation count:
+    an agent that took an event before a revocation must not send for it after (the new owner decides it)."""
+
+    def __init__(self) -> None:
+        self.fresh: set[int] = set()
+        self.epoch = 0
+
+    def revoke(self, numbers: set[int]) -> None:
+        self.fresh -= numbers
+        self.epoch += 1
 
 
 def create_app(settings: Settings, worker: int = 0) -> faust.App:
@@ -73,10 +88,30 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
     invocations, completions = topic(t.invocations), topic(t.completions)
     assign_topics = {i: topic(name) for i, name in enumerate(t.assignments())}
 
-    entities = app.Table("entities", default=None)
     views = Views(settings.kafka, t.subjects, t.health, t.entities)
+    entities = views.entity_state()
     dog = watchdog.Watchdog(views.invokers)
     states = Admission(settings.kafka, t, dog.completed)
+    held = Held()
+
+    def revoking(numbers: set[int]) -> None:
+        """Before Faust flushes and commits for a revocation: sends from now on would race the new owner."""
+        held.revoke(numbers)
+        states.drop(numbers)
+        entities.clear()
+
+    app.revoking = [revoking]
+
+    async def entity_log_read(number: int) -> None:
+        """On the first event of a partition this worker just got: read the entity log to its end (the previous
+        owner's last decisions included) before deciding anything with it."""
+        if number in held.fresh:
+            return
+        epoch = held.epoch
+        while not await views.entities.sync(timeout_s=10.0):
+            pass
+        if held.epoch == epoch:
+            held.fresh.add(number)
 
     @app.task
     async def follow_views() -> None:
@@ -90,14 +125,16 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         """Partition numbers this worker holds now (the same numbers in every topic: co-partitioned)."""
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.invocations}
 
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust types receivers too narrowly
-    async def revoked(_: Any, *args: Any, **__: Any) -> None:  # args: (revoked TopicPartitions,)
-        states.drop({tp.partition for tp in args[0] if tp.topic == t.invocations})
-
     async def emit(tp: Any, key: str, ev: events.Event) -> None:
         await tp.send(key=key.encode(), value=events.encode(ev))
 
+    def mine_still(part: Partition) -> bool:
+        """False once the partition was revoked (and its state dropped) while an agent was deciding for it."""
+        return states.parts.get(part.number) is part
+
     async def reject(req: ActivationRequested, part: Partition, status: int, msg: str) -> None:
+        if not mine_still(part):
+            return
         part.refused(req.activation_id, events.now_ms())
         await emit(completions, req.namespace, ActivationCompleted(
             activation_id=req.activation_id, namespace=req.namespace, rejected_status=status, rejected=msg))
@@ -111,28 +148,33 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             await reject(req, part, 503, admission.NO_INVOKERS)
             return
         ev = ActivationAssigned(invoker=target, request=req, network=admission.network(limits))
+        if not mine_still(part):
+            return
         part.assigned(ev)
         await emit(assign_topics[target], req.namespace, ev)
 
     @app.agent(commands, concurrency=1)
     async def decide_entities(stream: Any) -> None:
         await views.ready()
-        async for raw in stream:
-            cmd = _decode(raw)
+        async for event in stream.events():
+            cmd = _decode(event.value)
             if not isinstance(cmd, EntityCommand):
                 continue
-            decide = partial(logic.decide, cmd, contents=_contents(entities, cmd.doc_id), now_ms=events.now_ms())
+            await entity_log_read(event.message.partition)
+            epoch = held.epoch
+            if entities.decided(cmd.request_id):  # re-read after a crash, or sent twice: decided once
+                log.info("entity command %s was decided already", cmd.request_id)
+                continue
+            decide = partial(logic.decide, cmd, contents=entities.contents(cmd.doc_id + "/"), now_ms=events.now_ms())
             d = await views.decided(root(cmd.doc_id), entities.get, decide, final=lambda d: d.error is None)
-            for doc_id, doc in d.writes:
-                if doc is None:
-                    entities.pop(doc_id, None)
-                else:
-                    entities[doc_id] = doc
             out = EntityChanged(
                 request_id=cmd.request_id, subject=cmd.subject, op=cmd.op, entity_type=cmd.entity_type,
                 doc_id=cmd.doc_id, writes=d.writes, result=d.result,
                 error_status=d.error.status if d.error else None, error=d.error.message if d.error else None,
             )
+            if held.epoch != epoch:  # revoked meanwhile: the new owner decides it
+                continue
+            entities.add(cmd.request_id, d.writes)
             await emit(entities_t, root(cmd.doc_id), out)
 
     @app.agent(invocations, concurrency=1)
@@ -163,9 +205,12 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         for n in mine:  # a partition taken over from a dead worker is watched before its first new event
             await states.partition(n)
         for done in dog.due(states.inflight(), mine, events.now_ms()):
-            await emit(completions, done.namespace, done)
+            if done.activation_id in states.inflight():  # (its partition was not revoked since)
+                await emit(completions, done.namespace, done)
+            else:
+                dog.closing.discard(done.activation_id)
 
-    rules.register(app, entities, views, states, start,
+    rules.register(app, entities, views, states, start, entity_log_read,
                    {"fires": topic(t.fires), "completions": completions, "compositions": topic(t.compositions)})
     return app
 
@@ -177,8 +222,3 @@ def _decode(raw: bytes) -> events.Event | None:
         log.warning("skipping undecodable event: %s", e)
         return None
 
-
-def _contents(table: Any, doc_id: str) -> list[str]:
-    """Doc ids inside a package (for package delete)."""
-    prefix = doc_id + "/"
-    return [k for k in table if k.startswith(prefix)]

@@ -24,7 +24,7 @@ from contracts.events import ActivationCompleted, ActivationRequested, TriggerFi
 from streams import throttle
 from streams.admission import Admission, Partition
 from streams.entities.logic import merge_parameters
-from streams.views import Views
+from streams.views import EntityState, Views
 
 log = logging.getLogger("streams.rules")
 Doc = dict[str, Any]
@@ -171,11 +171,16 @@ def _truthy(v: Any) -> bool:
 # --- agent --------------------------------------------------------------------------------------------------
 
 
-def register(app: Any, entities_table: Any, views: Views, states: Admission,
-             start: Callable[[ActivationRequested, Partition, Doc], Awaitable[None]], topics: dict[str, Any]) -> None:
+def register(app: Any, entity_state: EntityState, views: Views, states: Admission,
+             start: Callable[[ActivationRequested, Partition, Doc], Awaitable[None]],
+             entity_log_read: Callable[[int], Awaitable[None]], topics: dict[str, Any]) -> None:
     """Add the rule-matching agent to the streams app. Fires are keyed by the trigger's namespace, so its trigger,
     throttles and fire counts are this worker's; a rule's action in another namespace (a shared package) comes
-    from the entity view. `start` places an admitted activation and sends it to its invoker."""
+    from the entity view. `start` places an admitted activation and sends it to its invoker.
+
+    A fire is answered once: its record marks its id decided (admission rebuilds those ids from the completions
+    after a takeover), so a fire re-read after a crash, or sent twice, gives no second trigger record; its rule
+    activations have derived ids and start once (`decide_fire`'s `assigned`)."""
     fires_table = app.Table("fires", default=None)
     completions = topics["completions"]
 
@@ -191,19 +196,28 @@ def register(app: Any, entities_table: Any, views: Views, states: Admission,
             if not isinstance(ev, TriggerFired):
                 continue
             part = await states.partition(event.message.partition)
+            if part.seen(ev.activation_id):
+                log.info("fire %s was answered already", ev.activation_id)
+                continue
+            await entity_log_read(event.message.partition)
             subject = await views.subject(ev.subject, ev.namespace)
             limits = (subject or {}).get("limits") or {}
             await states.settle(part, ev.namespace, limits)
             decide = partial(decide_fire, ev, subject=subject, fire_state=fires_table.get(ev.namespace),
                              throttle_state=part.throttle_state(ev.namespace), now_ms=events.now_ms(),
                              assigned=part.seen)
-            out = await views.decided(ev.namespace, entities_table.get, decide)
+            out = await views.decided(ev.namespace, entity_state.get, decide)
+            if states.parts.get(part.number) is not part:  # revoked meanwhile: the new owner answers it
+                continue
             if out.fire_state is not None:
                 fires_table[ev.namespace] = out.fire_state
             if out.throttle_state is not None:
                 part.count(ev.namespace, out.throttle_state)
             for req in out.admitted:
                 await start(req, part, limits)
+            if states.parts.get(part.number) is not part:
+                continue
             for req in out.compositions:
                 await topics["compositions"].send(key=req.namespace.encode(), value=events.encode(req))
+            part.answered(ev.activation_id, events.now_ms())
             await completions.send(key=ev.namespace.encode(), value=events.encode(out.completion))

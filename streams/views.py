@@ -15,7 +15,8 @@ is seen.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from contracts import events
@@ -26,6 +27,9 @@ Doc = dict[str, Any]
 T = TypeVar("T")
 
 HEALTH_WINDOW_MS = 60_000  # the health view starts this far back: older pings only say an invoker was alive once
+# Request ids of the latest entity decisions that the view remembers. A command re-read after a crash is one of
+# the uncommitted last few of its partition, so its decision (if any) is among the latest in the entity log.
+REQUESTS_KEPT = 200_000
 
 
 # --- pure folds -------------------------------------------------------------------------------------------
@@ -68,6 +72,85 @@ def fold_entity(state: dict[str, Doc], ev: events.Event) -> None:
                 state[doc_id] = doc
 
 
+class Requests:
+    """The request ids of the latest entity decisions read from the log (the newest REQUESTS_KEPT)."""
+
+    def __init__(self, keep: int = REQUESTS_KEPT) -> None:
+        self.keep = keep
+        self.ids: OrderedDict[str, None] = OrderedDict()
+
+    def fold(self, ev: events.Event) -> None:
+        if isinstance(ev, EntityChanged):
+            self.ids[ev.request_id] = None
+            if len(self.ids) > self.keep:
+                self.ids.popitem(last=False)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self.ids
+
+
+class EntityState:
+    """The entity decider's state: the entity log itself (the view every worker keeps), plus this worker's own
+    decisions that the view has not read back yet.
+
+    There is no table of our own to write next to the log, so nothing can diverge from it: a worker killed
+    between deciding and sending left no trace but the command, which is uncommitted and decided again after
+    the restart; one killed after the send left the decision in the log, and the re-read command is skipped
+    (`decided`), so a request id has one decision (one EntityChanged, one audit line).
+
+    >>> view: dict[str, Doc] = {"n/a": {"v": 1}}
+    >>> read = Requests()
+    >>> st = EntityState(view.get, lambda: view, read)
+    >>> st.add("r1", [("n/a", None), ("n/p/b", {"v": 2})])
+    >>> st.get("n/a"), st.get("n/p/b"), st.contents("n/p/"), st.decided("r1")
+    (None, {'v': 2}, ['n/p/b'], True)
+    >>> fold_entity(view, EntityChanged(request_id="r1", subject="", op="", entity_type="", doc_id="n/a",
+    ...                                 writes=[("n/a", None), ("n/p/b", {"v": 2})]))
+    >>> read.fold(EntityChanged(request_id="r1", subject="", op="", entity_type="", doc_id="n/a"))
+    >>> _ = st.get("n/a"); st.pending, st.decided("r1"), st.decided("r2")
+    (OrderedDict(), True, False)
+    """
+
+    def __init__(self, view_get: Callable[[str], Doc | None], view_data: Callable[[], dict[str, Doc]],
+                 read: Requests) -> None:
+        self.view_get, self.view_data, self.read = view_get, view_data, read
+        self.pending: OrderedDict[str, list[tuple[str, Doc | None]]] = OrderedDict()  # request id -> writes
+
+    def add(self, request_id: str, writes: Iterable[tuple[str, Doc | None]]) -> None:
+        self.pending[request_id] = list(writes)
+
+    def decided(self, request_id: str) -> bool:
+        return request_id in self.pending or request_id in self.read
+
+    def trim(self) -> None:
+        """Forget own decisions the view has read (a doc's decisions share one partition: read in order)."""
+        for rid in [r for r in self.pending if r in self.read]:
+            del self.pending[rid]
+
+    def clear(self) -> None:
+        """Partitions were revoked: what was sent is in the log (the revocation flushed first); read it there."""
+        self.pending.clear()
+
+    def get(self, doc_id: str) -> Doc | None:
+        if self.pending:
+            self.trim()
+            for writes in reversed(self.pending.values()):
+                for wid, doc in reversed(writes):
+                    if wid == doc_id:
+                        return doc
+        return self.view_get(doc_id)
+
+    def contents(self, prefix: str) -> list[str]:
+        """Doc ids that start with `prefix` (a package's contents)."""
+        self.trim()
+        out = {k for k in self.view_data() if k.startswith(prefix)}
+        for writes in self.pending.values():
+            for wid, doc in writes:
+                if wid.startswith(prefix):
+                    (out.discard if doc is None else out.add)(wid)
+        return sorted(out)
+
+
 def root(doc_id: str) -> str:
     return doc_id.split("/", 1)[0]
 
@@ -95,7 +178,15 @@ class Views:
     def __init__(self, bootstrap: str, subjects: str, health: str, entities: str) -> None:
         self.subjects = LogView(bootstrap, subjects, fold_subject)
         self.invokers = LogView(bootstrap, health, fold_invoker, since_ms=HEALTH_WINDOW_MS)
-        self.entities = LogView(bootstrap, entities, fold_entity)
+        self.requests = Requests()  # entity decisions read, by request id
+        self.entities = LogView(bootstrap, entities, self._fold_entity)
+
+    def _fold_entity(self, state: dict[str, Doc], ev: events.Event) -> None:
+        fold_entity(state, ev)
+        self.requests.fold(ev)
+
+    def entity_state(self) -> EntityState:
+        return EntityState(self.entities.get, lambda: self.entities.data, self.requests)
 
     async def run(self) -> None:
         await asyncio.gather(self.subjects.run(), self.invokers.run(), self.entities.run())

@@ -124,7 +124,7 @@ def start_stack(base: Settings, invokers: int = 2, **overrides: Any) -> Stack:
         services.start_nginx(s, say)
         admin.ensure_guest_subject(s)
         _wait_invokable(stack, invokers)
-        if not services.wait_catalog(s, say):
+        if not services.wait_catalog(s, say, timeout=180):
             raise TimeoutError("the feed service did not install the /whisk.system catalog")
     except BaseException:
         stack.stop()
