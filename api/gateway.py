@@ -20,7 +20,7 @@ from aiohttp import web
 from api import web as web_actions
 from api.app import TAIL, TOPICS, VIEWS
 from api.errors import json_response
-from api.routes import VIEW_TIMEOUT, _decide
+from api.routes import VIEW_TIMEOUT, decide_command
 from api.tail import Identity
 from contracts import apigw, events
 from contracts.errors import WhiskError
@@ -133,7 +133,7 @@ async def _command(request: web.Request, caller: Identity, op: str, doc_id: str,
     """Send the change, wait for its decision and for the view to hold it; the written doc (None: deleted)."""
     cmd = EntityCommand(request_id=events.new_id(), op=op, entity_type="api", doc_id=doc_id,
                         subject=caller.subject, body=body)
-    decided, partition, offset = await _decide(request, cmd)
+    decided, partition, offset = await decide_command(request, cmd)
     if decided.error is not None:
         raise apigw.RouteError(decided.error)
     await request.app[TAIL].caught_up(request.app[TOPICS].entities, partition, offset, VIEW_TIMEOUT)

@@ -337,7 +337,7 @@ async def write_entity(request: web.Request, etype: str, doc_ns: str, name: str,
         request_id=events.new_id(), op=op, entity_type=etype, doc_id=doc_id, subject=identity(request).subject,
         body=body, overwrite=query_bool(request, "overwrite"), force=query_bool(request, "force"),
     )
-    decided, partition, offset = await _decide(request, cmd)
+    decided, partition, offset = await decide_command(request, cmd)
     if decided.error is not None:
         raise WhiskError(decided.error_status or 400, decided.error)
     tail, topics = request.app[TAIL], request.app[TOPICS]
@@ -355,7 +355,7 @@ def answer(decided: EntityChanged) -> Doc:
     return _strip(result)
 
 
-async def _decide(request: web.Request, cmd: EntityCommand) -> tuple[EntityChanged, int, int]:
+async def decide_command(request: web.Request, cmd: EntityCommand) -> tuple[EntityChanged, int, int]:
     tail = request.app[TAIL]
     fut: asyncio.Future[tuple[EntityChanged, int, int]] = asyncio.get_running_loop().create_future()
     tail.decisions[cmd.request_id] = fut
