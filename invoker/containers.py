@@ -64,6 +64,7 @@ class HttpResult:
     body: bytes
     elapsed_ms: float
     timed_out: bool = False
+    sent: bool = True  # False: the proxy could not be reached, the request never left (the container is gone)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class ProxyClient:
         except TimeoutError:
             self.close()
             return HttpResult(None, b"", (time.monotonic() - t0) * 1000, timed_out=True)
+        except NotSent as ex:
+            self.close()
+            return HttpResult(None, str(ex).encode(), (time.monotonic() - t0) * 1000, sent=False)
         except (OSError, EOFError, ValueError, IndexError) as ex:  # dropped or garbled: the proxy died
             self.close()
             return HttpResult(None, str(ex).encode(), (time.monotonic() - t0) * 1000)
@@ -98,7 +102,10 @@ class ProxyClient:
         if self._conn is not None and (self._conn[0].at_eof() or self._conn[1].is_closing()):
             self.close()  # the proxy closed the idle connection: it saw no request on it
         if self._conn is None:
-            self._conn = await asyncio.open_unix_connection(self.socket_path)
+            try:
+                self._conn = await asyncio.open_unix_connection(self.socket_path)
+            except OSError as e:
+                raise NotSent(f"cannot reach the action proxy: {e}") from e
         reader, writer = self._conn
         writer.write(b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
@@ -133,6 +140,10 @@ class ProxyClient:
 
 class ContainerStartError(RuntimeError):
     pass
+
+
+class NotSent(OSError):
+    """The proxy's socket refused the connection: nothing of the request reached the container."""
 
 
 class ImageMissing(ContainerStartError):
@@ -316,6 +327,11 @@ class DockerDriver:
             proxy.close()
         await asyncio.to_thread(self._remove_sync, c.id, Path(c.socket_path).parent)
 
+    async def alive_names(self, name_prefix: str) -> set[str]:
+        """Names of this invoker's containers the engine still runs (or holds paused)."""
+        found = await asyncio.to_thread(self._api.containers, filters={"name": f"^/{re.escape(name_prefix)}"})
+        return {c["Names"][0].lstrip("/") for c in found if c.get("State") in ("running", "paused")}
+
     async def remove_all(self, name_prefix: str) -> int:
         found = await asyncio.to_thread(self._api.containers, all=True, filters={"name": f"^/{re.escape(name_prefix)}"})
         names = {cid["Id"]: cid["Names"][0].lstrip("/") for cid in found}
@@ -341,7 +357,7 @@ class DockerDriver:
     async def _post(self, c: ActionContainer, path: str, payload: dict[str, Any], timeout_s: float) -> HttpResult:
         proxy = self._proxies.get(c.id)
         if proxy is None:
-            return HttpResult(None, b"no connection (container removed?)", 0.0)
+            return HttpResult(None, b"no connection (container removed?)", 0.0, sent=False)
         return await proxy.post(path, payload, timeout_s)
 
     async def init(self, c: ActionContainer, payload: dict[str, Any], timeout_s: float) -> HttpResult:

@@ -27,6 +27,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
+import docker.errors
 from aiokafka.errors import KafkaError
 
 from contracts import bus, entities, events, keys
@@ -90,6 +91,10 @@ def start_failure(kind: str, image: str, e: Exception) -> outcome.Outcome:
     if isinstance(e, ImageMissing):
         return outcome.developer_error(f"Failed to pull container image '{image}'.")
     return outcome.developer_error("The action did not initialize and exited unexpectedly.")
+
+
+class ContainerLost(Exception):
+    """The container was gone before the request reached it: the activation can run elsewhere."""
 
 
 class Invoker:
@@ -157,6 +162,14 @@ class Invoker:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _forget_lost(self) -> None:
+        """Drop the idle pooled containers the engine no longer has, then prewarm again."""
+        alive = await self.driver.alive_names(self.prefix)
+        for slot in [s for n, s in self.pool.slots.items() if n in self.containers and n not in alive and not s.busy]:
+            slot.busy = True
+            await self._destroy(slot)
+        self._spawn(self.prewarm())
 
     async def prewarm(self) -> None:
         async with self.prewarming:
@@ -246,7 +259,18 @@ class Invoker:
                 # Stem cells go by image: a python:3 stem cell serves python:3.11.
                 slot, cold = await self._acquire(key, entities.image_kind(kind), memory_mb, net)
                 start = events.now_ms()
-                res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
+                try:
+                    res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
+                except ContainerLost as lost:
+                    # The action never saw the request: the engine lost the container (dockerd restarted, or it
+                    # was removed behind our back). Drop it and every other lost one, then run once more.
+                    log.warning("activation %s: %s; running it on another container", req.activation_id, lost)
+                    await self._destroy(slot)
+                    slot = None
+                    await self._forget_lost()
+                    slot, cold = await self._acquire(key, entities.image_kind(kind), memory_mb, net)
+                    start = events.now_ms()
+                    res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
         except Exception as e:
             log.exception("activation %s failed", req.activation_id)
             res = outcome.internal_error(f"Failed to run the action: {e}")
@@ -282,7 +306,10 @@ class Invoker:
             slot.name = c.name
             self.pool.slots[c.name] = slot
         elif c.paused:
-            await self.driver.unpause(c)
+            try:
+                await self.driver.unpause(c)
+            except docker.errors.NotFound as e:
+                raise ContainerLost(f"container {c.name} is gone") from e
         since = time.time_ns()
         deadline = str(events.now_ms() + timeout_ms)
         ow_env = {
@@ -308,6 +335,8 @@ class Invoker:
                 value["code"] = code
             payload = {"value": value}
             r = await self.driver.init(c, payload, timeout_ms / 1000)
+            if not r.sent:
+                raise ContainerLost(f"container {c.name} is gone")
             init_ms = int(r.elapsed_ms)
             failed = outcome.from_init(r, timeout_ms, r.status is None and await self.driver.was_oom_killed(c))
             if failed is not None:
@@ -321,6 +350,8 @@ class Invoker:
         if "__OW_API_KEY" in ow_env:
             run["api_key"] = ow_env["__OW_API_KEY"]
         r = await self.driver.run(c, run, timeout_ms / 1000)
+        if not r.sent:
+            raise ContainerLost(f"container {c.name} is gone")
         oom = r.status is None and not r.timed_out and await self.driver.was_oom_killed(c)
         res = outcome.from_run(r, timeout_ms, oom)
         lr = await self.driver.logs(c, since, log_limit, wait_s=2.0 if res.keep_container else 0.3)
