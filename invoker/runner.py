@@ -373,21 +373,29 @@ class Invoker:
             await asyncio.sleep(PING_EVERY_S)
 
     async def _reaper(self) -> None:
-        """Pause containers idle past the grace period; remove those idle for long."""
+        """Pause containers idle past the grace period; remove those idle for long. It outlives any failure."""
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for s in self.pool.idle_since(now - IDLE_REMOVE_S):
+            try:
+                try:
+                    await self._reap(time.monotonic())
+                except docker.errors.NotFound:  # a container the engine lost behind our back: drop every such one
+                    await self._forget_lost()
+            except Exception:
+                log.exception("reaping idle containers failed")
+
+    async def _reap(self, now: float) -> None:
+        for s in self.pool.idle_since(now - IDLE_REMOVE_S):
+            s.busy = True
+            await self._destroy(s)
+        for s in self.pool.idle_since(now - PAUSE_GRACE_S):
+            c = self.containers.get(s.name)
+            if c is not None and not c.paused and not s.busy:
                 s.busy = True
-                await self._destroy(s)
-            for s in self.pool.idle_since(now - PAUSE_GRACE_S):
-                c = self.containers.get(s.name)
-                if c is not None and not c.paused and not s.busy:
-                    s.busy = True
-                    try:
-                        await self.driver.pause(c)
-                    finally:
-                        s.busy = False
+                try:
+                    await self.driver.pause(c)
+                finally:
+                    s.busy = False
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         started_ms, started_ids = events.now_ms(), OrderedDict[str, None]()
