@@ -599,10 +599,11 @@ def stop_all(settings: Settings, progress: Progress = say, remove_containers: bo
         network.remove(settings.prefix)
     for name in tail:
         _stop(settings, name, progress)
-    sup_ = _SUPERVISORS.pop(settings.home, None)
+    sup_ = _SUPERVISORS.get(settings.home)
     if sup_ is not None:
-        for name in sup_.programs():  # anything it still runs that we had no pid file for
+        for name in sup_.programs():  # anything it still runs that we had no pid file for (stopped through it)
             _stop(settings, name, progress)
+        _SUPERVISORS.pop(settings.home, None)
         pid = sup_.pid()
         sup_.shutdown()
         progress(f"[supervisord] stopped (pid {pid})")
