@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from api import errors
+from api.diskguard import DiskGuard
 from api.errors import error_response, json_response
 from api.kafkagate import KafkaGate, unavailable
 from api.tail import Identity, Tail
@@ -34,6 +35,7 @@ TAIL = web.AppKey("tail", Tail)
 VIEWS = web.AppKey("views", Views)
 PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 GATE = web.AppKey("kafka_gate", KafkaGate)
+DISK = web.AppKey("disk_guard", DiskGuard)
 TOPICS = web.AppKey("topics", Topics)
 PENDING: web.AppKey[set[asyncio.Future[Any]]] = web.AppKey("pending")
 
@@ -189,6 +191,10 @@ async def _resources(app: web.Application) -> Any:
     app[GATE] = KafkaGate(settings.kafka)  # sends answer 503 quickly while Kafka is down
     app[GATE].guard(app[PRODUCER])
     gate_watch = asyncio.create_task(app[GATE].watch())
+    app[DISK] = DiskGuard(settings.guarded_dirs, settings.disk_reserve_mb)  # 503 while a data disk is almost full
+    app[DISK].poll()
+    app[DISK].guard(app[PRODUCER])
+    disk_watch = asyncio.create_task(app[DISK].watch())
     app[VIEWS] = Views(settings.couchdb, await catalog.current(settings))
     await app[VIEWS].start()
     follow = asyncio.create_task(catalog.follow(settings, app[VIEWS].dbs))  # a replay may switch databases
@@ -212,5 +218,6 @@ async def _resources(app: web.Application) -> Any:
     await app[TAIL].stop()
     follow.cancel()
     gate_watch.cancel()
+    disk_watch.cancel()
     await app[VIEWS].close()
     await app[PRODUCER].stop()

@@ -14,7 +14,8 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from api.app import PRODUCER, TOPICS, identity
+from api.app import DISK, PRODUCER, TOPICS, identity
+from api.diskguard import accepted_work
 from api.errors import json_response
 from contracts import bus, entities
 from contracts.errors import WhiskError
@@ -239,9 +240,12 @@ async def invoke(request: web.Request, action: Doc, payload: Doc, blocking: bool
         from api.fire import invoke_feed
 
         return await invoke_feed(request, action, payload, blocking, result_only, wait_ms)
+    request.app[DISK].check()  # refused before its 202; once accepted, its steps and record may use the reserve
     aid = new_id()
     request["activation_id"] = aid
+    token = accepted_work.set(True)
     task = asyncio.create_task(Composition(request).run(action, payload, None, aid))
+    accepted_work.reset(token)
     _TASKS.add(task)
     task.add_done_callback(_done)
     hdr = {"x-openwhisk-activation-id": aid}
@@ -276,6 +280,7 @@ async def run_rule_compositions(app: web.Application) -> None:
     from api.app import SETTINGS, TAIL
 
     settings, topics, tail = app[SETTINGS], app[TOPICS], app[TAIL]
+    accepted_work.set(True)  # fired by an accepted trigger fire: these run on with a disk low (this task only)
     consumer = bus.consumer(settings.kafka, topics.compositions, group=f"{settings.prefix}-api-compositions")
     await consumer.start()
     try:

@@ -66,14 +66,15 @@ async def query(settings: Settings, f: audit.Filter) -> list[audit.Record]:
     # Kafka timestamps are the producer's; events carry their own `at`: read a minute early, filter on `at`.
     since = f.since - 60_000 if f.since is not None else None
     logged = await read_log(settings, [by_kind[k] for k in f.kinds], since)
-    records = [r for topic, p, o, ev in logged if (r := audit.to_record(ev, topic, p, o)) and audit.matches(r, f)]
+    records = [r for topic, p, o, ev in audit.once(logged)
+               if (r := audit.to_record(ev, topic, p, o)) and audit.matches(r, f)]
     return sorted(records, key=lambda r: (r.at, r.topic, r.partition, r.offset))
 
 
 async def entity_as_of(settings: Settings, doc_id: str, at_ms: int) -> dict[str, object] | None:
     """The entity (as the API shows it) as of `at_ms`, folded from the entity log; None if absent then."""
     logged = await read_log(settings, [Topics(settings.prefix).entities])
-    return audit.state_as_of(((p, o, ev) for _, p, o, ev in logged), doc_id, at_ms)
+    return audit.state_as_of(((p, o, ev) for _, p, o, ev in audit.once(logged)), doc_id, at_ms)
 
 
 def configure(p: argparse.ArgumentParser) -> None:

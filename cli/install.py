@@ -29,6 +29,7 @@ APT_PACKAGES = {
     "npm": "npm",
     "iptables": "iptables",  # the action network's wall (invoker/network.py)
     "ip": "iproute2",  # test hosts in network namespaces (tests/nethost.py)
+    "faketime": "faketime",  # libfaketime: clock jumps in tests/chaos/test_clock_jump.py
 }
 
 

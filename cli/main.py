@@ -133,6 +133,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     for r in rows:
         if r.crash_loop:
             say(f"error: {r.name} {r.crash_loop}; see {settings.home / 'logs' / (r.name + '.log')}, then `up`")
+    for note in dict.fromkeys(r.note for r in rows if r.note):
+        say(f"warning: {note}")
     return 0 if all(r.healthy for r in rows) else 1
 
 
@@ -140,11 +142,11 @@ def _configure_up(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true", help="skip building the action runtime images")
 
 
-def _bench() -> Any:
+def _bench(module: str = "bench.cli") -> Any:
     """bench/ runs from the repo (it is not an installed package), like runtimes/ above."""
     if str(REPO) not in sys.path:
         sys.path.append(str(REPO))
-    return importlib.import_module("bench.cli")
+    return importlib.import_module(module)
 
 
 COMMANDS: dict[str, Command] = {
@@ -159,7 +161,14 @@ COMMANDS: dict[str, Command] = {
     "audit": Command(audit.cmd_audit, "who did what, when, from the Kafka log", audit.configure),
     "bench": Command(lambda s, a: _bench().cmd_bench(s, a), "run the benchmarks (bench/RESULTS.md)",
                      lambda p: _bench().configure(p)),
+    "soak": Command(lambda s, a: _soak(a), "mixed load for an hour with a part killed every few minutes "
+                    "(RELIABILITY.md)", lambda p: _bench("bench.soak").configure(p)),
 }
+
+
+def _soak(args: argparse.Namespace) -> int:
+    soak = _bench("bench.soak")
+    return 0 if soak.run(soak.config(args))["ok"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -429,14 +429,17 @@ def module_available(module: str) -> bool:
 
 
 def start_component(settings: Settings, name: str, module: str, args: tuple[str, ...] | list[str] = (),
-                    progress: Progress = say, wait: bool = True) -> Literal["started", "running", "absent"]:
-    """Start `<python> -m module args` unless running or the module does not exist (yet); wait: check readiness."""
+                    progress: Progress = say, wait: bool = True,
+                    env: Mapping[str, str] | None = None) -> Literal["started", "running", "absent"]:
+    """Start `<python> -m module args` unless running or the module does not exist (yet); wait: check readiness.
+    `env`: more environment for the process (tests: e.g. libfaketime's)."""
     if not module_available(module):
         progress(f"[{name}] not available yet")
         return "absent"
     if _already(settings, name, progress):
         return "running"
-    _spawn(settings, name, [sys.executable, "-m", module, *args], env=settings_env(settings), cwd=REPO)
+    _spawn(settings, name, [sys.executable, "-m", module, *args], env={**settings_env(settings), **(env or {})},
+           cwd=REPO)
     if wait:
         wait_component(settings, name, progress, time.monotonic())
     return "started"

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+from api.diskguard import MiB, low_disks, sample
 from cli import procs, supervise
 from cli.services import (
     components,
@@ -19,6 +20,7 @@ from cli.services import (
     pid_file,
     tcp_open,
 )
+from contracts import readiness
 from contracts.settings import Settings
 
 
@@ -31,6 +33,7 @@ class PartStatus:
     restarts: int = 0  # by supervisord after a crash (cli/supervise.py)
     last_exit: str | None = None  # its reason and age, e.g. "terminated by SIGKILL, 12 s ago"
     crash_loop: str | None = None  # why supervision gave up on it
+    note: str | None = None  # e.g. the API's refusal while its data disk is almost full
 
     @property
     def healthy(self) -> bool:
@@ -53,6 +56,7 @@ def status(settings: Settings) -> list[PartStatus]:
         PartStatus("connect", pid("connect"), str(settings.connect_port),
                    ok(http_status(f"http://127.0.0.1:{settings.connect_port}/") == 200)),
     ]
+    rows = _disks(rows, settings)
     for c in components(settings):
         p = pid(c.name)
         if not module_available(c.module):
@@ -61,11 +65,24 @@ def status(settings: Settings) -> list[PartStatus]:
             health = ok(p is not None and api_ok)
         else:
             health = ok(p is not None)
-        rows.append(PartStatus(c.name, p, str(settings.api_port) if c.name == "api" else "-", health))
+        waits = readiness.read(settings.home, c.name) if p is not None else None
+        rows.append(PartStatus(c.name, p, str(settings.api_port) if c.name == "api" else "-",
+                               "waiting" if waits else health, note=f"{c.name} waits for {waits}" if waits else None))
     nginx_status = http_status(f"http://127.0.0.1:{settings.nginx_port}/api/v1")
     nginx_ok = nginx_status == 200 if module_available("api") else nginx_status is not None
     rows.append(PartStatus("nginx", pid("nginx"), str(settings.nginx_port), ok(pid("nginx") is not None and nginx_ok)))
     return [_supervised(r, settings) for r in rows]
+
+
+def _disks(rows: list[PartStatus], settings: Settings) -> list[PartStatus]:
+    """kafka and couchdb are "disk-low" while the API refuses writes for their data disk (api/diskguard.py)."""
+    disks, reserve = sample(settings.guarded_dirs), settings.disk_reserve_mb * MiB
+    low = {label for labels, free in disks if free < reserve for label in labels}
+    low_text = low_disks(disks, reserve)
+    text = f"{low_text}; the API refuses writes until there is room again" if low_text else None
+    part = {"kafka": "kafka", "pouchdb": "couchdb", "couchdb": "couchdb"}
+    return [dataclasses.replace(r, health="disk-low", note=text)
+            if r.health == "ok" and any(part.get(label) == r.name for label in low) else r for r in rows]
 
 
 def _supervised(row: PartStatus, settings: Settings) -> PartStatus:

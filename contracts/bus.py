@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from contracts import events
+from contracts import events, readiness
 from contracts.events import Event
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,12 @@ async def reachable_admin(bootstrap: str, say_every_s: float = 10.0) -> AIOKafka
             await admin.start()
             if waited:
                 log.info("Kafka at %s is reachable after %.0f s", bootstrap, waited)
+                readiness.ready()
             return admin
         except KafkaConnectionError as e:
             with contextlib.suppress(Exception):
                 await admin.close()
+            readiness.waiting(f"Kafka at {bootstrap}")
             if waited - last_said >= say_every_s:
                 log.warning("waiting for Kafka at %s (%s)", bootstrap, e)
                 last_said = waited

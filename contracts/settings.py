@@ -13,9 +13,18 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _home() -> Path:
+    return Path(_env("WSK_HOME", str(REPO / ".state")))
+
+
+def local_data_dirs(home: Path) -> str:
+    """Where the local stack's Kafka and PouchDB Server keep their data (cli/services.py), as WSK_DISK_GUARD."""
+    return f"kafka={home / 'kafka' / 'data'},pouchdb={home / 'pouchdb'}"
+
+
 @dataclass(frozen=True)
 class Settings:
-    home: Path = field(default_factory=lambda: Path(_env("WSK_HOME", str(REPO / ".state"))))
+    home: Path = field(default_factory=_home)
     kafka: str = field(default_factory=lambda: _env("WSK_KAFKA", "127.0.0.1:29092"))
     kafka_controller_port: int = field(default_factory=lambda: int(_env("WSK_KAFKA_CONTROLLER_PORT", "29093")))
     couchdb: str = field(default_factory=lambda: _env("WSK_COUCHDB", "http://127.0.0.1:25984"))
@@ -29,6 +38,10 @@ class Settings:
     partitions: int = field(default_factory=lambda: int(_env("WSK_PARTITIONS", "1")))
     streams_workers: int = field(default_factory=lambda: int(_env("WSK_STREAMS_WORKERS", "1")))
     socket_root: Path = field(default_factory=lambda: Path(_env("WSK_SOCKET_ROOT", "/run/streamwhisk")))
+    # Data dirs whose filesystems the API watches, "label=path,...", labels kafka and pouchdb (api/diskguard.py):
+    # with less than disk_reserve_mb free on one, writes through the API get 503. Empty: none (remote disks).
+    disk_guard: str = field(default_factory=lambda: _env("WSK_DISK_GUARD", local_data_dirs(_home())))
+    disk_reserve_mb: int = field(default_factory=lambda: int(_env("WSK_DISK_RESERVE_MB", "256")))
 
     @property
     def api_host(self) -> str:
@@ -38,6 +51,16 @@ class Settings:
     def container_prefix(self) -> str:
         """Action containers of this stack are named <container_prefix><invoker>_<id>."""
         return f"wsk{self.prefix}"
+
+    @property
+    def guarded_dirs(self) -> list[tuple[str, Path]]:
+        out = []
+        for item in filter(None, (i.strip() for i in self.disk_guard.split(","))):
+            label, sep, path = item.partition("=")
+            if not sep or not label.strip() or not path.strip():
+                raise ValueError(f"WSK_DISK_GUARD: {item!r} is not label=path")
+            out.append((label.strip(), Path(path.strip())))
+        return out
 
     def db(self, name: str) -> str:
         return f"{self.prefix}_{name}"

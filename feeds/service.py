@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -315,7 +316,7 @@ class FeedService:
             await c.stop()
 
     async def handle(self, req: ActivationRequested) -> None:
-        start = events.now_ms()
+        start, t0 = events.now_ms(), time.monotonic()
         try:
             result, code = await self.lifecycle(req), 0
         except FeedError as e:
@@ -323,7 +324,8 @@ class FeedService:
         except Exception as e:
             log.exception("feed request failed")
             result, code = {"error": f"feed provider failed: {e}"}, 3
-        record = feed_record(req, result, code, start, events.now_ms())
+        end = start + int((time.monotonic() - t0) * 1000)  # a wall-clock step meanwhile is not its duration
+        record = feed_record(req, result, code, start, end)
         done = ActivationCompleted(activation_id=req.activation_id, namespace=req.namespace, record=record)
         await self.send(self.t.completions, req.namespace, done)
 

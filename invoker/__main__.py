@@ -5,6 +5,7 @@ import os
 
 import uvloop
 
+from contracts import readiness
 from contracts.settings import load
 from invoker.runner import Invoker
 
@@ -16,4 +17,6 @@ parser.add_argument("--id", type=int, default=0)
 parser.add_argument("--memory", type=int, default=int(os.environ.get("WSK_INVOKER_MEMORY_MB", "2048")),
                     help="user memory in MB for action containers (default: WSK_INVOKER_MEMORY_MB or 2048)")
 args = parser.parse_args()
-asyncio.run(Invoker(load(), args.id, args.memory).run())
+settings = load()
+readiness.as_part(settings.home, f"invoker{args.id}")
+asyncio.run(Invoker(settings, args.id, args.memory).run())

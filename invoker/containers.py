@@ -13,6 +13,7 @@ import asyncio
 import calendar
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,13 +26,17 @@ from typing import Any
 import docker
 import docker.errors
 import orjson
+import requests.exceptions
 from docker.types import LogConfig, Ulimit
+
+from contracts import readiness
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 CONTAINER_SOCKET_DIR = "/run/ow"
 SOCKET_NAME = "proxy.sock"
 ACTION_DIR = "/action"
 FALLBACK_CAP_DROP = ["NET_RAW", "NET_ADMIN"]  # OpenWhisk's own flags, used only if dropping ALL breaks the proxy
+log = logging.getLogger("invoker.docker")
 _TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$")
 
 
@@ -191,6 +196,33 @@ def limit_lines(lines: list[str], limit_bytes: int) -> tuple[list[str], bool]:
     return out, False
 
 
+def engine_unreachable(e: BaseException) -> bool:
+    """A docker API call failed because dockerd is not there (stopped or restarting), not because of the container.
+
+    >>> engine_unreachable(requests.exceptions.ConnectionError("Connection aborted.")), engine_unreachable(OSError())
+    (True, False)
+    """
+    return isinstance(e, requests.exceptions.ConnectionError) or (
+        isinstance(e, docker.errors.DockerException) and isinstance(e.__context__, requests.exceptions.ConnectionError))
+
+
+def wait_for_engine(say: Any, every_s: float = 1.0) -> docker.DockerClient:
+    """A client of a reachable engine: the invoker starts before dockerd (start in any order) and waits for it."""
+    tries = 0
+    while True:
+        try:
+            client = docker.from_env(max_pool_size=32)  # asks the engine for its API version
+            client.api.ping()
+            readiness.ready()
+            return client
+        except docker.errors.DockerException as e:
+            readiness.waiting("the container engine (dockerd)")
+            if tries % 10 == 0:
+                say(f"waiting for the container engine (dockerd): {e}")
+        time.sleep(every_s)
+        tries += 1
+
+
 class DockerDriver:
     def __init__(
         self,
@@ -207,7 +239,9 @@ class DockerDriver:
         self.log_max_size = log_max_size
         self.read_only_rootfs = read_only_rootfs
         self.cap_drop = ["ALL"]
-        self._client = docker.from_env(max_pool_size=32)
+        self._client = wait_for_engine(log.warning)
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        self._socket = host.removeprefix("unix://") if host.startswith("unix://") else None
         self._api = self._client.api
         self._proxies: dict[str, ProxyClient] = {}
         self._docker_root: str | None = None
@@ -346,6 +380,27 @@ class DockerDriver:
         for d in self.socket_root.glob(f"{name_prefix}*"):  # socket dirs of containers already gone
             shutil.rmtree(d, ignore_errors=True)
 
+    def _engine_up(self) -> bool:
+        # A stopping dockerd removes its socket first but still answers on kept-alive connections: look at both.
+        if self._socket is not None and not os.path.exists(self._socket):
+            return False
+        try:
+            return bool(self._api.ping())
+        except Exception:
+            return False
+
+    async def engine_up(self) -> bool:
+        return await asyncio.to_thread(self._engine_up)
+
+    async def engine_back(self, timeout_s: float) -> bool:
+        """Wait (bounded) for the engine after it went away; True once it answers."""
+        deadline = time.monotonic() + timeout_s
+        while not await self.engine_up():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+        return True
+
     async def close(self) -> None:
         for proxy in self._proxies.values():
             proxy.close()
@@ -451,6 +506,19 @@ class DockerDriver:
         ordered = sorted(got, key=lambda g: g[0])  # stable: docker may hand the two streams over out of order
         lines, truncated = limit_lines([f"{ts} {stream}: {text}" for _, ts, stream, text in ordered], limit_bytes)
         return LogResult(lines=lines, complete=complete, truncated=truncated)
+
+    async def killed_by_engine(self, c: ActionContainer) -> bool:
+        """Whether the engine signalled the container (docker stop or rm -f, or dockerd's own shutdown): meant
+        for after a dropped connection, to tell that from the action crashing its proxy."""
+        def check() -> bool:
+            found = self._api.events(since=0, until=time.time(), filters={"container": c.id, "event": "kill"},
+                                     decode=True)
+            try:
+                return any(True for _ in found)
+            finally:
+                found.close()
+
+        return await asyncio.to_thread(check)
 
     async def was_oom_killed(self, c: ActionContainer, wait_s: float = 1.0) -> bool:
         """Meant for after a dropped connection: docker records the OOM event asynchronously, so poll."""

@@ -20,11 +20,13 @@ Tunables (environment):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import docker.errors
@@ -36,7 +38,14 @@ from contracts.settings import Settings
 from contracts.topics import Topics
 from invoker import network, outcome
 from invoker.code import CodeMissing, Codes
-from invoker.containers import ActionContainer, ContainerSpec, ContainerStartError, DockerDriver, ImageMissing
+from invoker.containers import (
+    ActionContainer,
+    ContainerSpec,
+    ContainerStartError,
+    DockerDriver,
+    ImageMissing,
+    engine_unreachable,
+)
 from invoker.pool import Key, Pool, Slot
 from runtimes import build
 
@@ -48,6 +57,13 @@ IDLE_REMOVE_S = float(os.environ.get("WSK_INVOKER_IDLE_REMOVE_S", "600"))
 PING_EVERY_S = 1.0
 COMMIT_EVERY_S = 1.0  # at most once needs no commit per activation: a restart skips what came before it
 PROVISION_ERROR = "Failed to provision resources to run the action."
+ENGINE_CHECK_EVERY = 2  # reaper ticks (s) between engine pings
+ENGINE_WAIT_S = 60.0  # how long an activation waits for a restarting engine before it fails
+ENGINE_TRIES = 5  # containers tried per activation (each lost before the request reached it) before it fails
+ENGINE_DOWN = "The container engine (dockerd) is not reachable; the action was not run."
+ENGINE_LOST = ("The container running the action was stopped by the container engine (dockerd stopped or "
+               "restarted, or the container was removed); the action may or may not have completed. It was not "
+               "retried.")
 
 
 def parse_prewarm(spec: str) -> list[tuple[str, int]]:
@@ -65,6 +81,28 @@ def parse_prewarm(spec: str) -> list[tuple[str, int]]:
 
 PREWARM = parse_prewarm(os.environ.get("WSK_INVOKER_PREWARM", "python:3@256"))
 API_HOST = os.environ.get("WSK_ACTION_API_HOST", "")
+
+
+async def log_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end offset in `topic` now: every message below it was written before this call."""
+    c = bus.consumer(bootstrap, group=None)
+    await c.start()
+    try:
+        tps = await bus.partitions(c, topic)
+        return {tp.partition: end for tp, end in (await c.end_offsets(tps)).items()}
+    finally:
+        await c.stop()
+
+
+def fresh(partition: int, offset: int, starts: Mapping[int, int]) -> bool:
+    """Whether an assignment was written after this invoker started: at or past its partition's end offset then
+    (`log_ends`). Offsets, not timestamps: a wall-clock step, or another clock than the worker's, must not make new
+    work look old (never run) or old work new (run twice).
+
+    >>> fresh(0, 7, {0: 7}), fresh(0, 6, {0: 7}), fresh(1, 0, {0: 7})
+    (True, False, True)
+    """
+    return offset >= starts.get(partition, 0)
 
 
 def provides_api_key(action: dict[str, Any]) -> bool:
@@ -97,6 +135,10 @@ class ContainerLost(Exception):
     """The container was gone before the request reached it: the activation can run elsewhere."""
 
 
+class EngineDown(Exception):
+    """The engine did not come back within ENGINE_WAIT_S."""
+
+
 class Invoker:
     def __init__(self, settings: Settings, index: int, user_memory_mb: int = 2048) -> None:
         self.s = settings
@@ -122,6 +164,7 @@ class Invoker:
             net = await asyncio.to_thread(network.ensure, self.s)
         except Exception as e:  # no wall, no network: isolation comes first
             log.error("action network unavailable, actions get no network: %s", e)
+            self.network = "none"
             return
         self.network = net.name
         self.api_host = API_HOST or f"http://{net.gateway}:{self.s.nginx_port}"
@@ -247,7 +290,7 @@ class Invoker:
         # The network is part of the key: a namespace whose limit changed gets new containers.
         key: Key = (req.namespace, doc_id, f"{action.get('version')}@{action.get('updated')}@{net or ''}")
         image = exec_.get("image") if kind == "blackbox" else IMAGES.get(entities.image_kind(kind))
-        start = events.now_ms()
+        start, t0 = events.now_ms(), time.monotonic()
         init_ms: int | None = None
         logs: list[str] = []
         slot: Slot | None = None
@@ -258,23 +301,39 @@ class Invoker:
             else:
                 # Stem cells go by image: a python:3 stem cell serves python:3.11.
                 slot, cold = await self._acquire(key, entities.image_kind(kind), memory_mb, net)
-                start = events.now_ms()
-                try:
-                    res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
-                except ContainerLost as lost:
-                    # The action never saw the request: the engine lost the container (dockerd restarted, or it
-                    # was removed behind our back). Drop it and every other lost one, then run once more.
-                    log.warning("activation %s: %s; running it on another container", req.activation_id, lost)
-                    await self._destroy(slot)
-                    slot = None
-                    await self._forget_lost()
-                    slot, cold = await self._acquire(key, entities.image_kind(kind), memory_mb, net)
-                    start = events.now_ms()
-                    res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
+                start, t0 = events.now_ms(), time.monotonic()
+                deadline, tries = time.monotonic() + ENGINE_WAIT_S, 0
+                while True:
+                    try:
+                        res, init_ms, logs = await self._execute(slot, cold, req, image, timeout_ms, log_limit)
+                        break
+                    except Exception as lost:
+                        # The action never saw the request: the engine lost the container, or is itself going
+                        # away or restarting (dockerd restarted, or the container was removed behind our back).
+                        # Drop it and every other lost one, wait for the engine, then run on a fresh container.
+                        if not isinstance(lost, ContainerLost) and not engine_unreachable(lost):
+                            raise
+                        tries += 1
+                        log.warning("activation %s: %r; running it on another container", req.activation_id, lost)
+                        await self._destroy(slot)
+                        slot = None
+                        if tries > ENGINE_TRIES:
+                            raise
+                        if not await self.driver.engine_back(deadline - time.monotonic()):
+                            raise EngineDown from lost
+                        try:
+                            await self._forget_lost()
+                        except Exception as e:  # the engine went away again: try again while time is left
+                            if not engine_unreachable(e):
+                                raise
+                            await asyncio.sleep(0.5)
+                        slot, cold = await self._acquire(key, entities.image_kind(kind), memory_mb, net)
+                        start, t0 = events.now_ms(), time.monotonic()
         except Exception as e:
             log.exception("activation %s failed", req.activation_id)
-            res = outcome.internal_error(f"Failed to run the action: {e}")
-        end = events.now_ms()
+            down = isinstance(e, EngineDown) or engine_unreachable(e)
+            res = outcome.internal_error(ENGINE_DOWN if down else f"Failed to run the action: {e}")
+        end = start + int((time.monotonic() - t0) * 1000)  # a wall-clock step during the run is not its duration
         if slot is not None:
             await self._release(slot, res.keep_container)
         rec = outcome.record(
@@ -338,7 +397,10 @@ class Invoker:
             if not r.sent:
                 raise ContainerLost(f"container {c.name} is gone")
             init_ms = int(r.elapsed_ms)
-            failed = outcome.from_init(r, timeout_ms, r.status is None and await self.driver.was_oom_killed(c))
+            oom = r.status is None and await self.driver.was_oom_killed(c)
+            if r.status is None and not r.timed_out and not oom and await self.driver.killed_by_engine(c):
+                raise ContainerLost(f"container {c.name} was stopped by the engine during /init")
+            failed = outcome.from_init(r, timeout_ms, oom)
             if failed is not None:
                 lr = await self.driver.logs(c, since, log_limit, wait_s=0.5)
                 return failed, init_ms, lr.lines
@@ -352,9 +414,16 @@ class Invoker:
         r = await self.driver.run(c, run, timeout_ms / 1000)
         if not r.sent:
             raise ContainerLost(f"container {c.name} is gone")
-        oom = r.status is None and not r.timed_out and await self.driver.was_oom_killed(c)
-        res = outcome.from_run(r, timeout_ms, oom)
-        lr = await self.driver.logs(c, since, log_limit, wait_s=2.0 if res.keep_container else 0.3)
+        try:
+            oom = r.status is None and not r.timed_out and await self.driver.was_oom_killed(c)
+            if r.status is None and not r.timed_out and not oom and await self.driver.killed_by_engine(c):
+                return outcome.internal_error(ENGINE_LOST), init_ms, []
+            res = outcome.from_run(r, timeout_ms, oom)
+            lr = await self.driver.logs(c, since, log_limit, wait_s=2.0 if res.keep_container else 0.3)
+        except Exception as e:  # the action got the request: it is never run again
+            if not engine_unreachable(e):
+                raise
+            return outcome.internal_error(ENGINE_LOST), init_ms, []
         lines = lr.lines
         if not lr.complete and not res.keep_container:
             lines = [*lines, "The action did not initialize or run as expected. Log data might be missing."]
@@ -373,9 +442,23 @@ class Invoker:
             await asyncio.sleep(PING_EVERY_S)
 
     async def _reaper(self) -> None:
-        """Pause containers idle past the grace period; remove those idle for long. It outlives any failure."""
+        """Pause containers idle past the grace period; remove those idle for long; after the engine comes back
+        from a restart (which took every container with it), rebuild the pool. It outlives any failure."""
+        engine_was_up, tick = True, 0
         while True:
             await asyncio.sleep(1.0)
+            tick += 1
+            if tick % ENGINE_CHECK_EVERY == 0:
+                up = await self.driver.engine_up()
+                if up != engine_was_up:
+                    log.warning("container engine %s", "is back: rebuilding the pool" if up else "UNREACHABLE")
+                    engine_was_up = up
+                    if up:  # the wall's rules outlive dockerd, but re-apply them: isolation comes first
+                        await self._setup_network()
+                        with contextlib.suppress(Exception):
+                            await self._forget_lost()
+                if not up:
+                    continue
             try:
                 try:
                     await self._reap(time.monotonic())
@@ -398,9 +481,10 @@ class Invoker:
                     s.busy = False
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        started_ms, started_ids = events.now_ms(), OrderedDict[str, None]()
+        started_ids = OrderedDict[str, None]()
         await bus.ensure_topics(self.s.kafka, [self.t.invoker(self.index), self.t.completions, self.t.health],
                                 self.s.partitions)
+        starts = await log_ends(self.s.kafka, self.t.invoker(self.index))  # what was assigned before this start
         removed = await self.driver.remove_all(self.prefix)
         await self._setup_network()
         if removed:
@@ -418,13 +502,13 @@ class Invoker:
         try:
             while stop is None or not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200)
-                for _, ev in bus.decoded(batch, "assignment"):
+                for m, ev in bus.decoded(batch, "assignment"):
                     if not isinstance(ev, ActivationAssigned):
                         continue
                     # At most once: never run work assigned before this process started, nor twice after
                     # a rebalance; the watchdog (streams/watchdog.py) gives those a final record.
                     aid = ev.request.activation_id
-                    if ev.at < started_ms or aid in started_ids:
+                    if not fresh(m.partition, m.offset, starts) or aid in started_ids:
                         log.warning("not running stale or repeated assignment %s", aid)
                         continue
                     started_ids[aid] = None

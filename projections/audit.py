@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +77,23 @@ def _api_entity(path: str, namespace: str | None) -> str | None:
 
 def _annotation(record: Doc, key: str) -> Any:
     return next((a.get("value") for a in record.get("annotations") or [] if a.get("key") == key), None)
+
+
+def once(logged: Iterable[tuple[str, int, int, Event]]) -> Iterator[tuple[str, int, int, Event]]:
+    """Each event once, the first copy: a produce retried by a client without idempotence, or an event sent again
+    byte for byte, is the same event (same event_id), not a second action.
+
+    >>> a = ApiCalled(transaction_id="t", subject="s", namespace="n", method="GET", path="/", status=200,
+    ...               duration_ms=1.0, event_id="e1")
+    >>> [o for _, _, o, _ in once([("t", 0, 1, a), ("t", 0, 2, a)])]
+    [1]
+    """
+    seen: set[str] = set()
+    for item in logged:
+        eid = item[3].event_id
+        if eid not in seen:
+            seen.add(eid)
+            yield item
 
 
 def to_record(ev: Event, topic: str = "", partition: int = 0, offset: int = 0) -> Record | None:

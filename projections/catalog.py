@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from contracts import readiness
 from contracts.events import now_ms
 from contracts.settings import Settings
 from projections import views
@@ -118,14 +119,22 @@ async def follow(settings: Settings, dbs: dict[str, str], interval_s: float = FO
             await asyncio.sleep(interval_s)
 
 
-async def current(settings: Settings, say_every_s: float = 10.0) -> dict[str, str]:
+async def current(settings: Settings) -> dict[str, str]:
     """The live generation's database names, read once (API start), waiting while CouchDB is unreachable."""
+    return (await live(settings)).dbs
+
+
+async def live(settings: Settings, say_every_s: float = 10.0) -> Pointer:
+    """The live generation, waiting (and saying so) while CouchDB is unreachable: parts start in any order."""
     couch = Couch(settings.couchdb)
     waited = 0.0
     while True:
         try:
-            return (await asyncio.to_thread(read, couch, settings)).dbs
+            ptr = await asyncio.to_thread(read, couch, settings)
+            readiness.ready()
+            return ptr
         except OSError as e:  # connection refused or reset: CouchDB is down or restarting
+            readiness.waiting(f"CouchDB at {settings.couchdb}")
             if waited % say_every_s == 0:
                 log.warning("waiting for CouchDB at %s (%r)", settings.couchdb, e)
         await asyncio.sleep(1.0)

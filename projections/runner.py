@@ -152,7 +152,7 @@ async def _follow_pointer(consumer: AIOKafkaConsumer, couch: Couch, settings: Se
 async def run(settings: Settings, name: str = "projector", stop: asyncio.Event | None = None) -> None:
     topics = Topics(settings.prefix)
     couch = Couch(settings.couchdb)
-    ptr = await asyncio.to_thread(catalog.read, couch, settings)
+    ptr = await catalog.live(settings)
     await asyncio.to_thread(catalog.ensure_databases, couch, ptr.dbs)
     sources = [topics.subjects, topics.entities, topics.completions]
     await bus.ensure_topics(settings.kafka, [*sources, topics.progress, topics.deadletter], settings.partitions)
@@ -190,6 +190,11 @@ async def run(settings: Settings, name: str = "projector", stop: asyncio.Event |
                     break
                 except (requests.ConnectionError, requests.Timeout) as e:
                     log.warning("couchdb unreachable, retrying the batch: %r", e)
+                    await asyncio.sleep(1.0)
+                except requests.HTTPError as e:  # e.g. 500 while its disk is full: keep the batch, not crash-loop
+                    if e.response is None or e.response.status_code < 500:
+                        raise
+                    log.warning("couchdb failed the batch, retrying: %r", e)
                     await asyncio.sleep(1.0)
             try:
                 await consumer.commit({tp: off for tp, off in ends.items()})

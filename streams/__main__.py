@@ -7,7 +7,7 @@ import sys
 import faust
 import uvloop
 
-from contracts import bus
+from contracts import bus, readiness
 from contracts.settings import load
 from contracts.topics import Topics
 from streams.app import create_app
@@ -18,6 +18,7 @@ parser = argparse.ArgumentParser(prog="python -m streams")
 parser.add_argument("--id", type=int, default=0, help="worker number (names its data folder)")
 args = parser.parse_args()
 settings = load()
+readiness.as_part(settings.home, f"streams{args.id or ''}")
 t = Topics(settings.prefix)
 names = [t.commands, t.entities, t.subjects, t.invocations, t.completions, t.health, t.progress,
          t.access, t.deadletter, t.fires, t.compositions, *t.assignments()]

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from contracts import bus, events
 from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested
 from contracts.topics import Topics
-from streams import balancer, throttle, watchdog
+from streams import balancer, clock, throttle, watchdog
 
 log = logging.getLogger("streams.admission")
 Json = dict[str, Any]
@@ -50,7 +50,8 @@ class Partition:
     used: Counter[int] = field(default_factory=Counter)  # in-flight memory (MB) per invoker
     running: Counter[tuple[int, str]] = field(default_factory=Counter)  # in flight per (invoker, action doc id)
     minutes: dict[str, Json] = field(default_factory=dict)  # namespace -> {minute, count}: the rate window
-    decided: dict[str, int] = field(default_factory=dict)  # ids admitted or refused -> when (kept WINDOW_MS)
+    # ids admitted or refused -> when, on the worker's monotonic clock (streams/clock.py), kept WINDOW_MS
+    decided: dict[str, int] = field(default_factory=dict)
     pruned: int = 0
 
     def seen(self, activation_id: str) -> bool:
@@ -68,12 +69,13 @@ class Partition:
     def count(self, namespace: str, st: Json) -> None:
         self.minutes[namespace] = {"minute": st["minute"], "count": st["count"]}
 
-    def assigned(self, ev: ActivationAssigned) -> None:
+    def assigned(self, ev: ActivationAssigned, since_ms: int) -> None:
+        """`since_ms`: when, on the worker's monotonic clock (estimated for an assignment read back from the log)."""
         aid = ev.request.activation_id
-        self.decided[aid] = ev.at
+        self.decided[aid] = since_ms
         if aid in self.inflight:
             return
-        e = watchdog.entry(ev, self.number)
+        e = watchdog.entry(ev, self.number, since_ms)
         self.inflight[aid] = e
         self.per_ns[e["namespace"]] += 1
         self.used[e["invoker"]] += e["memory"]
@@ -112,33 +114,36 @@ def _doc_id(entry: Json) -> str:
     return f"{entry['action']['namespace']}/{entry['action']['name']}"
 
 
-def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int) -> Partition:
+def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int, mono_ms: int) -> Partition:
     """A partition's state from its last WINDOW_MS of assignments and completions (in any order across topics).
+    now_ms (wall) places the events in the rate minute and estimates, once, how long ago each was on the worker's
+    monotonic clock (mono_ms is now on it), which the state keeps from then on.
 
     >>> req = ActivationRequested(activation_id="a", namespace="n", subject="s", at=0,
     ...                           action={"name": "x", "limits": {"memory": 128}}, params={})
-    >>> p = rebuild(0, [ActivationAssigned(invoker=1, request=req, at=60_001)], 60_002)
-    >>> p.seen("a"), p.per_ns["n"], p.used[1], p.minutes["n"]["count"]
-    (True, 1, 128, 1)
+    >>> p = rebuild(0, [ActivationAssigned(invoker=1, request=req, at=60_001)], 60_002, 900_000)
+    >>> p.seen("a"), p.per_ns["n"], p.used[1], p.minutes["n"]["count"], p.inflight["a"]["since"]
+    (True, 1, 128, 1, 899999)
     >>> p = rebuild(0, [ActivationCompleted(activation_id="a", namespace="n", invoker=1),
-    ...                 ActivationAssigned(invoker=1, request=req, at=1)], 2)
+    ...                 ActivationAssigned(invoker=1, request=req, at=1)], 2, 900_000)
     >>> p.seen("a"), p.inflight, p.used[1]
     (True, {}, 0)
     """
-    p = Partition(number, pruned=now_ms)
+    p = Partition(number, pruned=mono_ms)
     finished: list[str] = []
     minute = now_ms // 60000
     for ev in log_events:
+        since = clock.learned(ev.at, now_ms, mono_ms)
         if isinstance(ev, ActivationAssigned):
-            p.assigned(ev)
+            p.assigned(ev, since)
             counted = ev.at
             ns = ev.request.namespace
         elif isinstance(ev, ActivationCompleted):
             finished.append(ev.activation_id)
             if ev.rejected_status is None:
-                p.answered(ev.activation_id, ev.at)  # a trigger's record: its fire is not answered twice
+                p.answered(ev.activation_id, since)  # a trigger's record: its fire is not answered twice
                 continue
-            p.refused(ev.activation_id, ev.at)
+            p.refused(ev.activation_id, since)
             if ev.rejected_status not in (429, 503):  # 503: admitted, then no invoker; 403: never counted
                 continue
             counted, ns = ev.at, ev.namespace
@@ -208,7 +213,7 @@ class Admission:
 
     async def _load(self, number: int) -> Partition:
         evs, end = await read_partition(self.bootstrap, self.topics, number, events.now_ms() - WINDOW_MS)
-        p = self.parts[number] = rebuild(number, evs, events.now_ms())
+        p = self.parts[number] = rebuild(number, evs, events.now_ms(), clock.mono_ms())
         self._follow[number] = end
         self._moved.set()
         log.info("partition %d: rebuilt from %d log events, %d in flight", number, len(evs), len(p.inflight))
@@ -339,7 +344,7 @@ def network(limits: Json) -> str | None:
 
 
 def place(states: Admission, req: ActivationRequested, invokers: dict[int, Json], now_ms: int) -> int | None:
-    """The invoker for an admitted activation (None: no healthy invoker)."""
+    """The invoker for an admitted activation (None: no healthy invoker); now_ms: monotonic, as the pings' `heard`."""
     action = req.action
     doc_id = f"{action['namespace']}/{action['name']}"
     mem = int(action.get("limits", {}).get("memory", 256))

@@ -33,7 +33,7 @@ from contracts.events import (
 )
 from contracts.settings import Settings
 from contracts.topics import Topics
-from streams import admission, balancer, rules, transport, watchdog
+from streams import admission, balancer, clock, rules, transport, watchdog
 from streams import decide as logic
 from streams.admission import Admission, Partition
 from streams.views import Views, root
@@ -135,7 +135,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
     async def reject(req: ActivationRequested, part: Partition, status: int, msg: str) -> None:
         if not mine_still(part):
             return
-        part.refused(req.activation_id, events.now_ms())
+        part.refused(req.activation_id, clock.mono_ms())
         await emit(completions, req.namespace, ActivationCompleted(
             activation_id=req.activation_id, namespace=req.namespace, rejected_status=status, rejected=msg))
 
@@ -143,14 +143,14 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         """Place an admitted activation and send it to its invoker: the one write admission makes."""
         mine = owned()
         inv = balancer.share(dict(views.invokers.data), len(mine), settings.partitions)
-        target = admission.place(states, req, inv, events.now_ms())
+        target = admission.place(states, req, inv, clock.mono_ms())
         if target is None or target not in assign_topics:
             await reject(req, part, 503, admission.NO_INVOKERS)
             return
         ev = ActivationAssigned(invoker=target, request=req, network=admission.network(limits))
         if not mine_still(part):
             return
-        part.assigned(ev)
+        part.assigned(ev, clock.mono_ms())
         await emit(assign_topics[target], req.namespace, ev)
 
     @app.agent(commands, concurrency=1)
@@ -188,7 +188,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
             part = await states.partition(event.message.partition)
             if part.seen(req.activation_id):  # re-read after a crash: decided before, and that is in the log
                 continue
-            part.prune(events.now_ms())
+            part.prune(clock.mono_ms())
             subj = await views.subject(req.subject, req.namespace)
             if subj is None or subj.get("blocked") or req.namespace not in subj["namespaces"]:
                 await reject(req, part, 403, admission.FORBIDDEN)
@@ -204,7 +204,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         mine = owned()
         for n in mine:  # a partition taken over from a dead worker is watched before its first new event
             await states.partition(n)
-        for done in dog.due(states.inflight(), mine, events.now_ms()):
+        for done in dog.due(states.inflight(), mine, clock.mono_ms()):
             if done.activation_id in states.inflight():  # (its partition was not revoked since)
                 await emit(completions, done.namespace, done)
             else:

@@ -16,7 +16,9 @@ HEALTH_TIMEOUT_MS = 10000  # an invoker silent this long gets no new work (OpenW
 
 
 def healthy(invokers: dict[int, dict[str, Any]], now_ms: int) -> list[int]:
-    return sorted(i for i, s in invokers.items() if now_ms - s.get("seen", 0) <= HEALTH_TIMEOUT_MS)
+    """Invokers whose last ping was read within HEALTH_TIMEOUT_MS; `heard` and now_ms are the worker's monotonic
+    clock (streams/clock.py), so a wall-clock step changes nothing."""
+    return sorted(i for i, s in invokers.items() if "heard" in s and now_ms - s["heard"] <= HEALTH_TIMEOUT_MS)
 
 
 def free_mb(state: dict[str, Any], used: int) -> int:
@@ -29,8 +31,8 @@ def schedule(
 ) -> int | None:
     """Pick an invoker; None when none is healthy. `running`: activations of this action in flight per invoker.
 
-    >>> inv = {0: {"seen": 10, "user_memory_mb": 512, "warm": ["ns/a"]},
-    ...        1: {"seen": 10, "user_memory_mb": 512, "warm": ["ns/a", "ns/a"]}}
+    >>> inv = {0: {"heard": 10, "user_memory_mb": 512, "warm": ["ns/a"]},
+    ...        1: {"heard": 10, "user_memory_mb": 512, "warm": ["ns/a", "ns/a"]}}
     >>> schedule(inv, {}, "ns/a", 256, 20), schedule(inv, {}, "ns/a", 256, 20, running={0: 1})
     (0, 1)
     """

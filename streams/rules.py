@@ -21,7 +21,7 @@ import orjson
 
 from contracts import entities, events
 from contracts.events import ActivationCompleted, ActivationRequested, TriggerFired
-from streams import throttle
+from streams import clock, throttle
 from streams.admission import Admission, Partition
 from streams.entities.logic import merge_parameters
 from streams.views import EntityState, Views
@@ -219,5 +219,5 @@ def register(app: Any, entity_state: EntityState, views: Views, states: Admissio
                 continue
             for req in out.compositions:
                 await topics["compositions"].send(key=req.namespace.encode(), value=events.encode(req))
-            part.answered(ev.activation_id, events.now_ms())
+            part.answered(ev.activation_id, clock.mono_ms())
             await completions.send(key=ev.namespace.encode(), value=events.encode(out.completion))

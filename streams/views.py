@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from contracts import events
 from contracts.events import EntityChanged, InvokerPing, SubjectBlocked, SubjectDeleted, SubjectKeyAdded
 from contracts.logview import LogView
+from streams import clock
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -54,12 +55,18 @@ def fold_subject(state: dict[str, Doc], ev: events.Event) -> None:
         state.pop(ev.subject, None)
 
 
-def fold_invoker(state: dict[int, Doc], ev: events.Event) -> None:
-    """invoker -> its latest ping; `seen` is the ping's own time, so a replayed old ping does not look fresh."""
+def fold_invoker(state: dict[int, Doc], ev: events.Event, heard_ms: int) -> None:
+    """invoker -> its latest ping, and `heard`: when this worker read it (monotonic ms; see Views._fold_invoker).
+    An invoker's pings share its key's partition, so the last one read is the latest, whatever its wall time.
+
+    >>> s: dict[int, Doc] = {}
+    >>> fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=512, free_memory_mb=0, at=5000), 100)
+    >>> fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, at=1000), 200)  # stepped back
+    >>> s
+    {1: {'heard': 200, 'user_memory_mb': 256, 'warm': []}}
+    """
     if isinstance(ev, InvokerPing):
-        prev = state.get(ev.invoker)
-        if prev is None or ev.at >= prev["seen"]:
-            state[ev.invoker] = {"seen": ev.at, "user_memory_mb": ev.user_memory_mb, "warm": ev.warm}
+        state[ev.invoker] = {"heard": heard_ms, "user_memory_mb": ev.user_memory_mb, "warm": ev.warm}
 
 
 def fold_entity(state: dict[str, Doc], ev: events.Event) -> None:
@@ -177,9 +184,16 @@ class Views:
 
     def __init__(self, bootstrap: str, subjects: str, health: str, entities: str) -> None:
         self.subjects = LogView(bootstrap, subjects, fold_subject)
-        self.invokers = LogView(bootstrap, health, fold_invoker, since_ms=HEALTH_WINDOW_MS)
+        self.invokers = LogView(bootstrap, health, self._fold_invoker, since_ms=HEALTH_WINDOW_MS)
         self.requests = Requests()  # entity decisions read, by request id
         self.entities = LogView(bootstrap, entities, self._fold_entity)
+
+    def _fold_invoker(self, state: dict[int, Doc], ev: events.Event) -> None:
+        """A ping read live was heard now; one read back while loading (from before this worker started) was
+        heard as long ago as its wall time says, estimated once, so a dead invoker's last ping does not look fresh."""
+        now = clock.mono_ms()
+        loaded = self.invokers.ready.is_set()
+        fold_invoker(state, ev, now if loaded else clock.learned(ev.at, events.now_ms(), now))
 
     def _fold_entity(self, state: dict[str, Doc], ev: events.Event) -> None:
         fold_entity(state, ev)

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class Client:
 class Stack:
     settings: Settings
     base_settings: Settings
+    env: dict[str, str] = field(default_factory=dict)  # more environment for its components (start_stack)
 
     @property
     def url(self) -> str:
@@ -105,20 +106,21 @@ def start_infra() -> Settings:
     return base
 
 
-def start_stack(base: Settings, invokers: int = 2, **overrides: Any) -> Stack:
-    """A private stack on the shared infrastructure; overrides are other Settings fields (partitions, ...)."""
+def start_stack(base: Settings, invokers: int = 2, env: dict[str, str] | None = None, **overrides: Any) -> Stack:
+    """A private stack on the shared infrastructure; overrides are other Settings fields (partitions, ...); env is
+    more environment for the Streamwhisk processes (not Kafka, PouchDB or nginx)."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     home = Path(tempfile.mkdtemp(prefix=f"sw-{prefix}-"))
     s = dataclasses.replace(
         base, home=home, prefix=prefix, api_port=free_port(), nginx_port=free_port(), invokers=invokers,
         socket_root=Path("/run/streamwhisk") / prefix, **overrides,
     )
-    stack = Stack(s, base)
+    stack = Stack(s, base, dict(env or {}))
     try:
         services.ensure_action_network(s, say)
         started = time.monotonic()
         for comp in services.components(s):
-            services.start_component(s, comp.name, comp.module, comp.args, say, wait=False)
+            services.start_component(s, comp.name, comp.module, comp.args, say, wait=False, env=stack.env)
         for comp in services.components(s):
             services.wait_component(s, comp.name, say, started)
         services.start_nginx(s, say)

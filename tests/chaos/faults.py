@@ -62,7 +62,7 @@ def stop_signal(settings: Settings, name: str, sig: int) -> None:
 
 def restart(stack: Stack, name: str) -> None:
     comp = next(c for c in services.components(stack.settings) if c.name == name)
-    services.start_component(stack.settings, comp.name, comp.module, comp.args, say, wait=True)
+    services.start_component(stack.settings, comp.name, comp.module, comp.args, say, wait=True, env=stack.env)
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:

@@ -10,11 +10,7 @@ is stopped and reported, and `up` brings it back. `down` must leave no process a
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +21,8 @@ import requests
 from cli import procs
 from cli.supervise import CRASH_LIMIT
 from contracts import keys
-from contracts.settings import REPO, Settings
+from contracts.settings import Settings
+from tests import upstack as us
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -34,67 +31,15 @@ CODE = "def main(a):\n    return {'healed': a.get('n')}\n"
 FIGURES: dict[str, tuple[float, float]] = {}
 
 
-def _free_ports(n: int) -> list[int]:
-    """Ports below the ephemeral range (other tests' free_port() takes those), free now."""
-    out: list[int] = []
-    while len(out) < n:
-        p = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-        if p not in out:
-            out.append(p)
-    return out
-
-
-def _cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _ours(home: Path) -> list[int]:
-    """Live processes of this stack: its home in their command line or in their environment."""
-    mark, env_mark = str(home).encode(), f"WSK_HOME={home}".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            named = mark in (proc / "cmdline").read_bytes() or env_mark in (proc / "environ").read_bytes().split(b"\0")
-            if named and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
 @pytest.fixture(scope="module")
 def upstack(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
-    home = tmp_path_factory.mktemp("upstack")
-    (home / "stamps").mkdir()
-    (home / "kafka-libs").symlink_to(infra.home / "kafka-libs")
-    (home / "node").symlink_to(infra.home / "node")
-    (home / "stamps" / "kafka-libs.sha256").write_text((infra.home / "stamps" / "kafka-libs.sha256").read_text())
-    kafka, controller, couch, connect, nginx, api = _free_ports(6)
-    prefix = f"h{os.urandom(3).hex()}"
-    env = {**os.environ, "WSK_HOME": str(home), "WSK_KAFKA": f"127.0.0.1:{kafka}",
-           "WSK_KAFKA_CONTROLLER_PORT": str(controller), "WSK_COUCHDB": f"http://127.0.0.1:{couch}",
-           "WSK_CONNECT_PORT": str(connect), "WSK_NGINX_PORT": str(nginx), "WSK_API_PORT": str(api),
-           "WSK_PREFIX": prefix, "WSK_INVOKERS": "1", "WSK_STREAMS_WORKERS": "1"}
-    up = _cli(env, "up", "--no-images")
+    stack = us.prepare(infra, tmp_path_factory.mktemp("upstack"))
     try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        yield home, env
+        us.up(stack)
+        yield stack.home, stack.env
     finally:
-        down = _cli(env, "down", timeout=300)
-        left = _ours(home)
-        containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"name=^/?{prefix}[0-9]+_"],
-                                    capture_output=True, text=True).stdout.split()
-        assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
-        assert not left, f"left running after down: {left}"
-        assert not containers, f"action containers left after down: {containers}"
+        problems = stack.down()
+        assert not problems, problems
 
 
 def _invoke_ok(env: dict[str, str], n: int) -> bool:
@@ -107,13 +52,7 @@ def _invoke_ok(env: dict[str, str], n: int) -> bool:
         return False
 
 
-def _wait(what: str, check: object, timeout: float) -> float:
-    t0 = time.monotonic()
-    while not check():  # type: ignore[operator]
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.2)
-    return time.monotonic() - t0
+_cli, _wait = us.cli, us.wait
 
 
 def test_each_part_killed_comes_back_by_itself_and_serves(upstack: tuple[Path, dict[str, str]]) -> None:

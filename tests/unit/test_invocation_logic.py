@@ -35,7 +35,7 @@ def _admit(p: admission.Partition, aid: str, lim: dict[str, Any], now: int, invo
     """What the admit agent does with one invocation, minus the I/O: admitted ones are assigned."""
     refusal = p.admit(_req(aid, now), lim, now)
     if refusal is None:
-        p.assigned(ActivationAssigned(invoker=invoker, request=_req(aid, now), at=now))
+        p.assigned(ActivationAssigned(invoker=invoker, request=_req(aid, now), at=now), now)
     else:
         p.refused(aid, now)
     return refusal
@@ -78,7 +78,7 @@ def test_each_activation_counts_once() -> None:
     lim = {"concurrentInvocations": 2, "invocationsPerMinute": 1000}
     p = admission.Partition(0)
     assert _admit(p, "a", lim, 0) is None and p.seen("a")
-    p.assigned(ActivationAssigned(invoker=0, request=_req("a"), at=0))
+    p.assigned(ActivationAssigned(invoker=0, request=_req("a"), at=0), 0)
     assert p.per_ns["ns"] == 1 and p.used[0] == 256
     p.completed("a")
     p.completed("a")
@@ -99,7 +99,7 @@ def test_rebuild_from_the_log_gives_the_state_the_agents_kept() -> None:
         refusal = live.admit(_req(aid, now + i), lim, now + i)
         if refusal is None:
             ev = ActivationAssigned(invoker=i % 2, request=_req(aid, now + i), at=now + i)
-            live.assigned(ev)
+            live.assigned(ev, now + i)  # a worker whose monotonic and wall clocks agree, for the comparison
             log.append(ev)
         else:
             live.refused(aid, now + i)
@@ -108,7 +108,7 @@ def test_rebuild_from_the_log_gives_the_state_the_agents_kept() -> None:
         if i % 3 == 0 and refusal is None:
             live.completed(aid)
             log.append(ActivationCompleted(activation_id=aid, namespace="ns", invoker=i % 2, record={}, at=now + i))
-    back = admission.rebuild(0, reversed(log), now + 100)  # order across topics is not kept
+    back = admission.rebuild(0, reversed(log), now + 100, now + 100)  # order across topics is not kept
     assert back.inflight == live.inflight and back.per_ns == live.per_ns and back.used == live.used
     assert back.minutes == live.minutes and set(back.decided) == set(live.decided)
     assert back.running == live.running
@@ -124,8 +124,8 @@ def test_decided_ids_are_forgotten_after_the_window() -> None:
 # --- balancer ----------------------------------------------------------------------------------------------
 
 
-def inv(seen: int = 100, mem: int = 1024, warm: list[str] | None = None) -> dict[str, Any]:
-    return {"seen": seen, "user_memory_mb": mem, "warm": warm or []}
+def inv(heard: int = 100, mem: int = 1024, warm: list[str] | None = None) -> dict[str, Any]:
+    return {"heard": heard, "user_memory_mb": mem, "warm": warm or []}
 
 
 def test_balancer_spreads_distinct_actions() -> None:
@@ -143,10 +143,11 @@ def test_balancer_prefers_warm_then_home_then_free() -> None:
 
 
 def test_balancer_skips_silent_invokers() -> None:
-    invokers = {0: inv(seen=0), 1: inv(seen=balancer.HEALTH_TIMEOUT_MS + 50)}
+    invokers = {0: inv(heard=0), 1: inv(heard=balancer.HEALTH_TIMEOUT_MS + 50)}
     now = balancer.HEALTH_TIMEOUT_MS + 100
     assert {balancer.schedule(invokers, {}, f"ns/a{i}", 256, now) for i in range(10)} == {1}
-    assert balancer.schedule({0: inv(seen=0)}, {}, "ns/a", 256, now) is None
+    assert balancer.schedule({0: inv(heard=0)}, {}, "ns/a", 256, now) is None
+    assert balancer.schedule({0: {"user_memory_mb": 1024}}, {}, "ns/a", 256, now) is None  # never heard
 
 
 # --- pool --------------------------------------------------------------------------------------------------

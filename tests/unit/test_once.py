@@ -82,7 +82,7 @@ def test_held_revocation() -> None:
 def test_trigger_record_marks_its_fire_answered() -> None:
     """A fire re-read after a takeover whose record is in the completions is not answered again."""
     rec = ActivationCompleted(activation_id="fire1", namespace="n", record={"name": "t"}, at=1000)
-    p = admission.rebuild(0, [rec], 2000)
+    p = admission.rebuild(0, [rec], 2000, 50_000)
     assert p.seen("fire1") and not p.inflight
 
 
@@ -90,7 +90,7 @@ def test_assignment_seen_twice_counts_once() -> None:
     req = ActivationRequested(activation_id="a", namespace="n", subject="s", at=0, params={},
                               action={"namespace": "n", "name": "x", "limits": {"memory": 128}})
     ev = ActivationAssigned(invoker=0, request=req, at=1)
-    p = admission.rebuild(0, [ev, ev], 2)  # a retried produce, as a non-idempotent producer writes it
+    p = admission.rebuild(0, [ev, ev], 2, 50_000)  # a retried produce, as a non-idempotent producer writes it
     assert p.seen("a") and p.per_ns["n"] == 1 and p.used[0] == 128
 
 

@@ -35,24 +35,24 @@ def test_used_counts_only_the_workers_partitions() -> None:
         part = states.parts.setdefault(number, admission.Partition(number))
         req = ActivationRequested(activation_id=f"a{number}{inv}", namespace="n", subject="s", params={},
                                   action={"namespace": "n", "name": "x", "limits": {"memory": mb}})
-        part.assigned(ActivationAssigned(invoker=inv, request=req))
+        part.assigned(ActivationAssigned(invoker=inv, request=req), 0)
     assert states.used() == {0: 768, 1: 128}
     states.drop([1])  # taken away: another worker counts it now
     assert states.used() == {0: 256}
 
 
 def test_share_splits_memory_by_owned_partitions() -> None:
-    inv = {0: {"user_memory_mb": 2048, "seen": 1}, 1: {"user_memory_mb": 1000, "seen": 1}}
+    inv = {0: {"user_memory_mb": 2048, "heard": 1}, 1: {"user_memory_mb": 1000, "heard": 1}}
     assert balancer.share(inv, 4, 4) is inv  # one worker holds all: unchanged
     half = balancer.share(inv, 2, 4)
     assert [half[i]["user_memory_mb"] for i in (0, 1)] == [1024, 500]
-    assert half[0]["seen"] == 1 and inv[0]["user_memory_mb"] == 2048  # a copy, other fields kept
+    assert half[0]["heard"] == 1 and inv[0]["user_memory_mb"] == 2048  # a copy, other fields kept
     assert balancer.share(inv, 1, 1) is inv
 
 
 def test_two_workers_never_overcommit_an_invoker() -> None:
     """Each worker schedules into its half: together they place at most the invoker's memory before spilling."""
-    inv = {0: {"seen": 100, "user_memory_mb": 1024, "warm": []}, 1: {"seen": 100, "user_memory_mb": 1024, "warm": []}}
+    inv = {0: {"heard": 100, "user_memory_mb": 1024, "warm": []}, 1: {"heard": 100, "user_memory_mb": 1024, "warm": []}}
     used: dict[int, dict[int, int]] = {0: {}, 1: {}}  # per worker (A holds partitions 0, 1; B holds 2, 3)
     placed = {0: 0, 1: 0}
     for n in range(16):
@@ -82,11 +82,13 @@ def test_subject_fold_follows_the_lifecycle() -> None:
     assert s == {}
 
 
-def test_invoker_fold_keeps_the_newest_ping() -> None:
+def test_invoker_fold_keeps_the_last_ping_read() -> None:
+    """An invoker's pings share its key's partition: the last read is the newest, even if the invoker's wall clock
+    stepped back in between (a fold by the pings' own times ignored every ping for as long as the step)."""
     s: dict[int, dict[str, object]] = {}
-    views.fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=512, free_memory_mb=512, warm=["ns/a"], at=2000))
-    views.fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, at=1000))  # late, older
-    assert s == {1: {"seen": 2000, "user_memory_mb": 512, "warm": ["ns/a"]}}
+    views.fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=512, free_memory_mb=512, warm=["ns/a"], at=2000), 10)
+    views.fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, at=2000 - 3_600_000), 20)
+    assert s == {1: {"heard": 20, "user_memory_mb": 256, "warm": []}}
 
 
 def test_entity_fold_applies_writes_and_deletes() -> None:
@@ -130,7 +132,7 @@ async def test_decided_catches_the_view_up_once_on_a_remote_miss(monkeypatch: py
 def test_watchdog_closes_only_its_own_partitions() -> None:
     req = ActivationRequested(activation_id="x", namespace="ns", subject="s", params={}, at=0,
                               action={"namespace": "ns", "name": "a", "limits": {"timeout": 1000}})
-    fl = {"x": watchdog.entry(ActivationAssigned(invoker=0, request=req, at=0), partition=3)}
+    fl = {"x": watchdog.entry(ActivationAssigned(invoker=0, request=req, at=0), partition=3, since_ms=0)}
     dead_now = watchdog.DEAD_AFTER_MS + 1
     assert watchdog.orphans(fl, {}, dead_now, 0, {3}) == [("x", "dead")]
     assert watchdog.orphans(fl, {}, dead_now, 0, {0, 1, 2}) == []

@@ -226,6 +226,18 @@ def test_audit_records_and_filters() -> None:
     assert len(audit.table([r, e])) == 3
 
 
+def test_audit_counts_an_event_sent_twice_once() -> None:
+    import doctest
+
+    assert doctest.testmod(audit).failed == 0
+    call = ApiCalled(transaction_id="t1", subject="alice", namespace="alice", method="GET", path="/x", status=200,
+                     duration_ms=1.0)
+    other = ApiCalled(transaction_id="t1", subject="alice", namespace="alice", method="GET", path="/x", status=200,
+                      duration_ms=1.0)  # the same call made again is a second event (its own event_id)
+    kept = list(audit.once([("a", 0, 1, call), ("a", 1, 7, call), ("a", 0, 2, other)]))
+    assert [(p, o) for _, p, o, _ in kept] == [(0, 1), (0, 2)]
+
+
 def test_state_as_of_folds_the_entity_log() -> None:
     log = [(p, o, ev) for p, o, ev in history() if isinstance(ev, EntityChanged)]
     assert audit.state_as_of(log, "guest/a", 0) is None
