@@ -177,6 +177,7 @@ class InvokerPing(Event):
     user_memory_mb: int
     free_memory_mb: int
     warm: list[str] = field(default_factory=list)  # action doc ids with a warm container
+    incarnation: str = ""  # new at each invoker start: a change tells the watchdog the process restarted
 
 
 # --- audit and plumbing -----------------------------------------------------------------------------

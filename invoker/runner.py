@@ -156,6 +156,7 @@ class Invoker:
         self.network = "none"  # until the walled-off network is in place (run)
         self.api_host = API_HOST or settings.api_host
         self.secret = keys.activation_secret(settings.home)
+        self.incarnation = uuid.uuid4().hex[:12]
 
     async def _setup_network(self) -> None:
         if not network.WANTED:
@@ -433,7 +434,7 @@ class Invoker:
 
     async def _ping(self) -> None:
         while True:
-            ev = InvokerPing(invoker=self.index, user_memory_mb=self.pool.user_memory_mb,
+            ev = InvokerPing(invoker=self.index, incarnation=self.incarnation, user_memory_mb=self.pool.user_memory_mb,
                              free_memory_mb=self.pool.free_mb(), warm=self.pool.warm_action_ids())
             try:
                 await bus.send(self.producer, self.t.health, str(self.index), ev)

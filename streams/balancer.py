@@ -12,7 +12,9 @@ import math
 import zlib
 from typing import Any
 
-HEALTH_TIMEOUT_MS = 10000  # an invoker silent this long gets no new work (OpenWhisk: 10 s)
+# An invoker silent this long gets no new work (OpenWhisk: 10 s). It must be shorter than the watchdog's
+# DEAD_AFTER_MS, or work assigned in between is closed as lost at once, and a restarted invoker may run it too.
+HEALTH_TIMEOUT_MS = 3000
 
 
 def healthy(invokers: dict[int, dict[str, Any]], now_ms: int) -> list[int]:

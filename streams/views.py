@@ -58,15 +58,24 @@ def fold_subject(state: dict[str, Doc], ev: events.Event) -> None:
 def fold_invoker(state: dict[int, Doc], ev: events.Event, heard_ms: int) -> None:
     """invoker -> its latest ping, and `heard`: when this worker read it (monotonic ms; see Views._fold_invoker).
     An invoker's pings share its key's partition, so the last one read is the latest, whatever its wall time.
+    `restarted`: when the first ping of a new incarnation was heard after one of another (0: no restart seen).
 
     >>> s: dict[int, Doc] = {}
-    >>> fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=512, free_memory_mb=0, at=5000), 100)
-    >>> fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, at=1000), 200)  # stepped back
-    >>> s
-    {1: {'heard': 200, 'user_memory_mb': 256, 'warm': []}}
+    >>> fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=512, free_memory_mb=0, at=5000, incarnation="a"), 100)
+    >>> fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, at=1000, incarnation="a"), 200)
+    >>> s  # (the second ping's wall clock stepped back: nothing changes)
+    {1: {'heard': 200, 'user_memory_mb': 256, 'warm': [], 'incarnation': 'a', 'restarted': 0}}
+    >>> fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, incarnation="b"), 300)
+    >>> fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, incarnation="b"), 400)
+    >>> s[1]["restarted"]
+    300
     """
     if isinstance(ev, InvokerPing):
-        state[ev.invoker] = {"heard": heard_ms, "user_memory_mb": ev.user_memory_mb, "warm": ev.warm}
+        prev = state.get(ev.invoker, {})
+        changed = bool(prev.get("incarnation")) and prev["incarnation"] != ev.incarnation
+        state[ev.invoker] = {"heard": heard_ms, "user_memory_mb": ev.user_memory_mb, "warm": ev.warm,
+                             "incarnation": ev.incarnation,
+                             "restarted": heard_ms if changed else int(prev.get("restarted", 0))}
 
 
 def fold_entity(state: dict[str, Doc], ev: events.Event) -> None:

@@ -30,6 +30,8 @@ STALLED_AFTER_MS = 3000  # a sweep this late means the worker itself stood still
 
 DEAD_MESSAGE = ("The invoker running this activation (invoker{n}) stopped responding; "
                 "the action may or may not have run. It was not retried.")
+RESTART_MESSAGE = ("The invoker running this activation (invoker{n}) restarted before completing it; "
+                   "the action may or may not have run. It was not retried.")
 DEADLINE_MESSAGE = ("The activation did not complete within its time limit plus {grace} s; "
                     "the invoker is presumed to have lost it. It was not retried.")
 
@@ -74,9 +76,12 @@ def orphans(
     for aid, e in inflight.items():
         if partitions is not None and int(e.get("partition", 0)) not in partitions:
             continue
-        heard = max(int(invokers.get(int(e["invoker"]), {}).get("heard", 0)), watching_since_ms)
+        inv = invokers.get(int(e["invoker"]), {})
+        heard = max(int(inv.get("heard", 0)), watching_since_ms)
         if now_ms - heard > DEAD_AFTER_MS:
             out.append((aid, "dead"))
+        elif int(e["since"]) < int(inv.get("restarted", 0)):  # assigned to the process before; the new one skips it
+            out.append((aid, "restarted"))
         elif now_ms - int(e["since"]) > int(e["timeout"]) + DEADLINE_GRACE_MS:
             out.append((aid, "deadline"))
     return out
@@ -98,8 +103,8 @@ def error_completion(activation_id: str, e: Json, reason: str, now_ms: int) -> A
     """A final record in OpenWhisk's shape, status "whisk internal error". `now_ms` is monotonic, as `since`: start
     is the assignment's wall time and end = start + the time since, whatever the wall clock did meanwhile."""
     a = e["action"]
-    msg = DEAD_MESSAGE.format(n=e["invoker"]) if reason == "dead" else DEADLINE_MESSAGE.format(
-        grace=DEADLINE_GRACE_MS // 1000)
+    msg = {"dead": DEAD_MESSAGE, "restarted": RESTART_MESSAGE}.get(reason, DEADLINE_MESSAGE).format(
+        n=e["invoker"], grace=DEADLINE_GRACE_MS // 1000)
     start, duration = int(e["assigned"]), max(0, now_ms - int(e["since"]))
     rec: Json = {
         "namespace": e["namespace"], "name": a["name"], "subject": e["subject"], "activationId": activation_id,

@@ -88,7 +88,7 @@ def test_invoker_fold_keeps_the_last_ping_read() -> None:
     s: dict[int, dict[str, object]] = {}
     views.fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=512, free_memory_mb=512, warm=["ns/a"], at=2000), 10)
     views.fold_invoker(s, InvokerPing(invoker=1, user_memory_mb=256, free_memory_mb=0, at=2000 - 3_600_000), 20)
-    assert s == {1: {"heard": 20, "user_memory_mb": 256, "warm": []}}
+    assert s == {1: {"heard": 20, "user_memory_mb": 256, "warm": [], "incarnation": "", "restarted": 0}}
 
 
 def test_entity_fold_applies_writes_and_deletes() -> None:

@@ -129,7 +129,7 @@ def test_a_wall_clock_step_closes_nothing_and_hides_no_dead_invoker(monkeypatch:
         mono[0] += 1000
         assert dog.due(part.inflight, {0}, clock.mono_ms()) == []
     mono[0] += 1000
-    assert balancer.healthy(dict(v.invokers.data), clock.mono_ms()) == [0]  # 6 s: not yet the 10 s
+    assert balancer.healthy(dict(v.invokers.data), clock.mono_ms()) == []  # routed elsewhere before it is lost
     closed = dog.due(part.inflight, {0}, clock.mono_ms())
     assert [c.activation_id for c in closed] == ["x"]
     rec = closed[0].record
@@ -151,3 +151,21 @@ def test_a_stalled_worker_does_not_blame_the_invokers() -> None:
         now += 1000
         assert dog.due(fl, {0}, now) == []
     assert [c.activation_id for c in dog.due(fl, {0}, now + 1000)] == ["x"]
+
+
+def test_work_assigned_to_an_invoker_that_restarted_is_closed_at_its_first_ping() -> None:
+    """The restarted process skips what was assigned before its start, so the watchdog closes that work as soon as
+    it hears the new incarnation, instead of 5 s of silence (which a quick restart never shows) or the deadline."""
+    inflight = {"old": {"invoker": 0, "since": 1000, "timeout": 60_000},
+                "new": {"invoker": 0, "since": 5000, "timeout": 60_000}}
+    inv: dict[int, dict[str, object]] = {}
+    views.fold_invoker(inv, InvokerPing(invoker=0, user_memory_mb=1, free_memory_mb=1, incarnation="a"), 900)
+    assert watchdog.orphans(inflight, inv, 1500, 0) == []
+    views.fold_invoker(inv, InvokerPing(invoker=0, user_memory_mb=1, free_memory_mb=1, incarnation="b"), 4000)
+    assert watchdog.orphans(inflight, inv, 5500, 0) == [("old", "restarted")]
+    assert balancer.HEALTH_TIMEOUT_MS < watchdog.DEAD_AFTER_MS
+    rec = watchdog.error_completion("old", {**inflight["old"], "assigned": 1, "namespace": "n", "subject": "s",
+                                            "requested": 1, "memory": 256, "action": {
+                                                "namespace": "n", "name": "a", "version": "0.0.1", "limits": {},
+                                                "kind": "python:3"}}, "restarted", 5500).record
+    assert rec is not None and "(invoker0) restarted" in rec["response"]["result"]["error"]
