@@ -9,7 +9,6 @@ that one is ambiguous (the producer may still deliver it once the broker is back
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from contracts import bus
 from contracts.errors import WhiskError
 
 log = logging.getLogger("api.kafka")
@@ -40,14 +40,7 @@ class KafkaGate:
         self.refused = 0  # sends refused while down (audit events included)
 
     async def probe(self) -> bool:
-        try:
-            _, w = await asyncio.wait_for(asyncio.open_connection(*self.addr), PROBE_TIMEOUT_S)
-        except (OSError, TimeoutError):
-            return False
-        w.close()
-        with contextlib.suppress(OSError):
-            await w.wait_closed()
-        return True
+        return await bus.broker_reachable(f"{self.addr[0]}:{self.addr[1]}", PROBE_TIMEOUT_S)
 
     async def watch(self) -> None:
         while True:

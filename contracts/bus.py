@@ -107,6 +107,19 @@ async def ensure_topics(
         await admin.close()
 
 
+async def broker_reachable(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    """Whether the first bootstrap broker accepts a TCP connection now (a cheap probe, no Kafka request)."""
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    w.close()
+    with contextlib.suppress(OSError):
+        await w.wait_closed()
+    return True
+
+
 async def reachable_admin(bootstrap: str, say_every_s: float = 10.0) -> AIOKafkaAdminClient:
     """An admin client, once the broker answers: every component calls this first (ensure_topics), so each starts
     in any order and waits, saying so in its log, while Kafka is down instead of exiting."""

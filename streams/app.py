@@ -204,7 +204,8 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         mine = owned()
         for n in mine:  # a partition taken over from a dead worker is watched before its first new event
             await states.partition(n)
-        for done in dog.due(states.inflight(), mine, clock.mono_ms()):
+        bus_up = await bus.broker_reachable(settings.kafka, 0.5)
+        for done in dog.due(states.inflight(), mine, clock.mono_ms(), bus_up):
             if done.activation_id in states.inflight():  # (its partition was not revoked since)
                 await emit(completions, done.namespace, done)
             else:

@@ -138,9 +138,17 @@ class Watchdog:
     def completed(self, activation_id: str) -> None:
         self.closing.discard(activation_id)
 
-    def due(self, inflight: Mapping[str, Json], partitions: set[int], now_ms: int) -> list[ActivationCompleted]:
-        """The error records to emit now for the given partitions' in-flight activations (`now_ms`: monotonic)."""
+    def due(self, inflight: Mapping[str, Json], partitions: set[int], now_ms: int,
+            bus_up: bool = True) -> list[ActivationCompleted]:
+        """The error records to emit now for the given partitions' in-flight activations (`now_ms`: monotonic).
+        While Kafka is unreachable no ping can be read, so silence says nothing: as after a stall, invokers get
+        DEAD_AFTER_MS from its return (a close decided meanwhile would land after the real completion)."""
         if not self.invokers.ready.is_set():  # until the health view is loaded every invoker would look silent
+            return []
+        if not bus_up:
+            if self.swept is not None:
+                log.warning("Kafka is unreachable: no invoker is declared dead until it is back")
+            self.started, self.swept = now_ms, None
             return []
         since = watching_since(self.started, self.swept, now_ms)
         if self.started is not None and since != self.started:

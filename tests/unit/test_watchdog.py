@@ -169,3 +169,21 @@ def test_work_assigned_to_an_invoker_that_restarted_is_closed_at_its_first_ping(
                                                 "namespace": "n", "name": "a", "version": "0.0.1", "limits": {},
                                                 "kind": "python:3"}}, "restarted", 5500).record
     assert rec is not None and "(invoker0) restarted" in rec["response"]["result"]["error"]
+
+
+def test_no_invoker_is_declared_dead_while_kafka_is_unreachable() -> None:
+    """No ping can be read while Kafka is down: the silence is the bus's, not the invokers'. A close decided then
+    would reach the log after the real completion (seen in the soak) and the record would say it failed."""
+    v = views.Views("127.0.0.1:1", "s", "h", "e")
+    v.invokers.ready.set()
+    views.fold_invoker(v.invokers.data, InvokerPing(invoker=0, user_memory_mb=512, free_memory_mb=512), 1000)
+    dog = watchdog.Watchdog(v.invokers)
+    fl = {"x": _entry("x", 0, 1000, timeout=300_000)}
+    now = 1000
+    for _ in range(20):  # Kafka down for 20 s, sweeping on time
+        now += 1000
+        assert dog.due(fl, {0}, now, bus_up=False) == []
+    for _ in range(watchdog.DEAD_AFTER_MS // 1000):  # back, and the invoker gets its grace to be heard
+        now += 1000
+        assert dog.due(fl, {0}, now) == []
+    assert [c.activation_id for c in dog.due(fl, {0}, now + 1000)] == ["x"]  # still silent: dead
