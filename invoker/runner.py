@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import docker.errors
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from contracts import bus, entities, events, keys
@@ -55,6 +56,7 @@ IMAGES = {kind: f"{rt.image}:latest" for kind, rt in entities.RUNTIMES.items()} 
 PAUSE_GRACE_S = float(os.environ.get("WSK_INVOKER_PAUSE_GRACE_S", "10"))
 IDLE_REMOVE_S = float(os.environ.get("WSK_INVOKER_IDLE_REMOVE_S", "600"))
 PING_EVERY_S = 1.0
+STALE_IDS_WINDOW_MS = 480_000  # as admission's rebuild (streams/admission.py WINDOW_MS): ids older are not re-sent
 COMMIT_EVERY_S = 1.0  # at most once needs no commit per activation: a restart skips what came before it
 PROVISION_ERROR = "Failed to provision resources to run the action."
 ENGINE_CHECK_EVERY = 2  # reaper ticks (s) between engine pings
@@ -83,13 +85,27 @@ PREWARM = parse_prewarm(os.environ.get("WSK_INVOKER_PREWARM", "python:3@256"))
 API_HOST = os.environ.get("WSK_ACTION_API_HOST", "")
 
 
-async def log_ends(bootstrap: str, topic: str) -> dict[int, int]:
-    """Each partition's end offset in `topic` now: every message below it was written before this call."""
+async def log_ends(bootstrap: str, topic: str, window_ms: int = STALE_IDS_WINDOW_MS) -> tuple[dict[int, int], set[str]]:
+    """Each partition's end offset in `topic` now (every message below it was written before this call), and the
+    activation ids assigned in the `window_ms` before: a copy of one of those written later (a produce retried,
+    or sent again by hand) is stale too, though its offset is new."""
     c = bus.consumer(bootstrap, group=None)
     await c.start()
     try:
         tps = await bus.partitions(c, topic)
-        return {tp.partition: end for tp, end in (await c.end_offsets(tps)).items()}
+        c.assign(tps)
+        ends = await c.end_offsets(tps)
+        found = await c.offsets_for_times(dict.fromkeys(tps, events.now_ms() - window_ms))
+        todo = {tp: ends[tp] for tp in tps if found.get(tp) is not None and found[tp].offset < ends[tp]}
+        for tp in todo:
+            c.seek(tp, found[tp].offset)
+        ids: set[str] = set()
+        while todo:
+            for m, ev in bus.decoded(await c.getmany(*todo, timeout_ms=500), "assignment"):
+                if isinstance(ev, ActivationAssigned) and m.offset < ends[TopicPartition(m.topic, m.partition)]:
+                    ids.add(ev.request.activation_id)
+            todo = {tp: end for tp, end in todo.items() if await c.position(tp) < end}
+        return {tp.partition: end for tp, end in ends.items()}, ids
     finally:
         await c.stop()
 
@@ -485,7 +501,9 @@ class Invoker:
         started_ids = OrderedDict[str, None]()
         await bus.ensure_topics(self.s.kafka, [self.t.invoker(self.index), self.t.completions, self.t.health],
                                 self.s.partitions)
-        starts = await log_ends(self.s.kafka, self.t.invoker(self.index))  # what was assigned before this start
+        # What was assigned before this start, by offset, and by id for copies written since
+        starts, before = await log_ends(self.s.kafka, self.t.invoker(self.index))
+        started_ids.update(dict.fromkeys(before))
         removed = await self.driver.remove_all(self.prefix)
         await self._setup_network()
         if removed:
