@@ -21,7 +21,7 @@ from api.errors import error_response, json_response
 from api.kafkagate import KafkaGate, unavailable
 from api.tail import Identity, Tail
 from api.views import Views
-from contracts import bus, events, keys
+from contracts import bus, events, keys, metrics
 from contracts.errors import WhiskError
 from contracts.events import ApiCalled
 from contracts.settings import Settings
@@ -92,12 +92,15 @@ async def whisk_middleware(request: web.Request, handler: Handler) -> web.Stream
     for k, v in headers.items():
         resp.headers.setdefault(k, v)
     if request.path != "/ping":
-        _audit(request, ident, resp.status, (time.perf_counter() - started) * 1000)
+        _audit(request, ident or request.get("identity"), resp.status, (time.perf_counter() - started) * 1000)
     return resp
 
 
 def _open(path: str) -> bool:
-    """Web actions and API gateway routes (/api/<tenant>/...): they check their callers themselves."""
+    """Web actions and API gateway routes (/api/<tenant>/...): they check their callers themselves; so does the
+    console (api/console.py: its pages hold no data, its data calls answer 401 without a browser dialog)."""
+    if path == "/console" or path.startswith("/console/"):
+        return True
     return path.startswith("/api/") and (path.startswith("/api/v1/web/") or not (
         path.startswith("/api/v1/") or path == "/api/v1"))
 
@@ -170,14 +173,27 @@ async def ping(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     from api import routes
 
-    app = web.Application(middlewares=[whisk_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[metrics.api_middleware, whisk_middleware], client_max_size=64 * 1024 * 1024)
     app[SETTINGS] = settings
     app[TOPICS] = Topics(settings.prefix)
     app[PENDING] = set()
     app.router.add_get("/ping", ping)
     routes.add(app)
+    from api import console
+
+    console.add(app)
+    app.cleanup_ctx.append(_metrics)  # before _resources: served while the API waits for Kafka
     app.cleanup_ctx.append(_resources)
     return app
+
+
+async def _metrics(app: web.Application) -> Any:
+    """/metrics on WSK_METRICS_PORT too (every part serves one there), and the compositions group's lag."""
+    settings = app[SETTINGS]
+    ep = await metrics.serve("api", settings.home, settings.kafka)
+    ep.lag.group(f"{settings.prefix}-api-compositions", [app[TOPICS].compositions])
+    yield
+    await ep.stop()
 
 
 async def _resources(app: web.Application) -> Any:

@@ -29,7 +29,11 @@ APT_PACKAGES = {
     "npm": "npm",
     "iptables": "iptables",  # the action network's wall (invoker/network.py)
     "ip": "iproute2",  # test hosts in network namespaces (tests/nethost.py)
+}
+# Only the test suite needs these (`streamwhisk test`), not `up`.
+TEST_APT_PACKAGES = {
     "faketime": "faketime",  # libfaketime: clock jumps in tests/chaos/test_clock_jump.py
+    "chromium": "chromium",  # headless browser for the console's tests (tests/integration/test_console.py)
 }
 
 
@@ -61,8 +65,9 @@ def _run(what: str, argv: Sequence[str], log: Path, cwd: Path | None = None) -> 
                            + "\n".join("  | " + line for line in lines))
 
 
-def ensure_apt(settings: Settings, progress: Progress) -> None:
-    missing = sorted({pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary) is None})
+def ensure_apt(settings: Settings, progress: Progress, tests: bool = False) -> None:
+    wanted = {**APT_PACKAGES, **(TEST_APT_PACKAGES if tests else {})}
+    missing = sorted({pkg for binary, pkg in wanted.items() if shutil.which(binary) is None})
     if not missing:
         return
     if os.geteuid() != 0:
@@ -111,7 +116,7 @@ def ensure_pouchdb(settings: Settings, progress: Progress) -> None:
     progress(f"[couchdb] pouchdb-server installed ({time.monotonic() - t0:.1f} s)")
 
 
-def install_all(settings: Settings, progress: Progress = print) -> None:
-    ensure_apt(settings, progress)
+def install_all(settings: Settings, progress: Progress = print, tests: bool = False) -> None:
+    ensure_apt(settings, progress, tests)
     ensure_kafka_libs(settings, progress)
     ensure_pouchdb(settings, progress)

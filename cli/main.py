@@ -125,10 +125,11 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     rows = status.status(settings)
-    say(f"{'PART':<12} {'RUNNING':<8} {'PID':<8} {'PORT':<6} {'HEALTH':<8} {'RESTARTS':<8} LAST EXIT")
+    say(f"{'PART':<12} {'RUNNING':<8} {'PID':<8} {'PORT':<6} {'METRICS':<8} {'HEALTH':<8} {'RESTARTS':<8} LAST EXIT")
     for r in rows:
         running = "yes" if r.pid is not None else ("ext" if r.name == "docker" and r.health == "ok" else "no")
-        say(f"{r.name:<12} {running:<8} {r.pid or '-'!s:<8} {r.port:<6} {r.health:<8} {r.restarts:<8} "
+        mport = r.metrics.rsplit(":", 1)[1].split("/")[0] if r.metrics else "-"
+        say(f"{r.name:<12} {running:<8} {r.pid or '-'!s:<8} {r.port:<6} {mport:<8} {r.health:<8} {r.restarts:<8} "
             f"{r.last_exit or '-'}")
     for r in rows:
         if r.crash_loop:

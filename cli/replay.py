@@ -1,4 +1,7 @@
-"""`streamwhisk replay`: rebuild the CouchDB projections from the Kafka log (projections/replay.py)."""
+"""`streamwhisk replay`: rebuild the CouchDB projections from the Kafka log (projections/replay.py).
+
+Progress shows here (stderr) and goes to the log as ReplayProgress events on `<prefix>.replays`: the projections
+process serves it as streamwhisk_replay_* metrics, the console's Replay page lists the runs."""
 
 from __future__ import annotations
 

@@ -417,6 +417,27 @@ def components(settings: Settings) -> list[Component]:
     return parts
 
 
+def metrics_port(settings: Settings, name: str) -> int:
+    """The /metrics port of a part (its WSK_METRICS_PORT): metrics_base_port + api 0, projections 1, feeds 2,
+    streams workers 10+id, invokers 30+id (contracts/topics.py MAX_INVOKERS: 16); 0 (any free port) when the
+    base is 0.
+
+    >>> s = Settings(metrics_base_port=29100)
+    >>> [metrics_port(s, n) for n in ("api", "streams", "streams1", "invoker3", "feeds")]
+    [29100, 29110, 29111, 29133, 29102]
+    """
+    if not settings.metrics_base_port:
+        return 0
+    fixed = {"api": 0, "projections": 1, "feeds": 2}
+    if name in fixed:
+        return settings.metrics_base_port + fixed[name]
+    for stem, first in (("streams", 10), ("invoker", 30)):
+        num = name[len(stem):]
+        if name.startswith(stem) and (num.isdigit() or not num):
+            return settings.metrics_base_port + first + int(num or 0)
+    return 0
+
+
 def module_available(module: str) -> bool:
     """True if `python -m module` can run (a package needs a __main__)."""
     try:
@@ -438,8 +459,8 @@ def start_component(settings: Settings, name: str, module: str, args: tuple[str,
         return "absent"
     if _already(settings, name, progress):
         return "running"
-    _spawn(settings, name, [sys.executable, "-m", module, *args], env={**settings_env(settings), **(env or {})},
-           cwd=REPO)
+    more = {"WSK_METRICS_PORT": str(metrics_port(settings, name)), **(env or {})}
+    _spawn(settings, name, [sys.executable, "-m", module, *args], env={**settings_env(settings), **more}, cwd=REPO)
     if wait:
         wait_component(settings, name, progress, time.monotonic())
     return "started"

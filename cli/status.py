@@ -20,7 +20,7 @@ from cli.services import (
     pid_file,
     tcp_open,
 )
-from contracts import readiness
+from contracts import metrics, readiness
 from contracts.settings import Settings
 
 
@@ -34,6 +34,7 @@ class PartStatus:
     last_exit: str | None = None  # its reason and age, e.g. "terminated by SIGKILL, 12 s ago"
     crash_loop: str | None = None  # why supervision gave up on it
     note: str | None = None  # e.g. the API's refusal while its data disk is almost full
+    metrics: str | None = None  # its /metrics URL (contracts/metrics.py), while it serves one
 
     @property
     def healthy(self) -> bool:
@@ -67,7 +68,8 @@ def status(settings: Settings) -> list[PartStatus]:
             health = ok(p is not None)
         waits = readiness.read(settings.home, c.name) if p is not None else None
         rows.append(PartStatus(c.name, p, str(settings.api_port) if c.name == "api" else "-",
-                               "waiting" if waits else health, note=f"{c.name} waits for {waits}" if waits else None))
+                               "waiting" if waits else health, note=f"{c.name} waits for {waits}" if waits else None,
+                               metrics=metrics_url(settings, c.name) if p is not None else None))
     nginx_status = http_status(f"http://127.0.0.1:{settings.nginx_port}/api/v1")
     nginx_ok = nginx_status == 200 if module_available("api") else nginx_status is not None
     rows.append(PartStatus("nginx", pid("nginx"), str(settings.nginx_port), ok(pid("nginx") is not None and nginx_ok)))
@@ -98,3 +100,26 @@ def _supervised(row: PartStatus, settings: Settings) -> PartStatus:
                                last_exit=f"{last['reason']}{age}" if last else None, crash_loop=loop,
                                health="crash-loop" if loop and row.pid is None else row.health)
 
+
+
+def metrics_url(settings: Settings, part: str) -> str | None:
+    port = metrics.read_port(settings.home, part)
+    return f"http://127.0.0.1:{port}/metrics" if port else None
+
+
+def metrics_endpoints(settings: Settings) -> dict[str, str]:
+    """Each running Streamwhisk process's /metrics URL, by part (api, streams, streams1, projections, invoker0,
+    ..., feeds), from the port files the parts write (contracts/metrics.py)."""
+    out = {}
+    for c in components(settings):
+        url = metrics_url(settings, c.name) if procs.read_pid(pid_file(settings, c.name)) is not None else None
+        if url:
+            out[c.name] = url
+    return out
+
+
+if __name__ == "__main__":  # python -m cli.status: the /metrics endpoints of the stack at WSK_HOME
+    from contracts.settings import load
+
+    for part, url in metrics_endpoints(load()).items():
+        print(f"{part:<12} {url}")

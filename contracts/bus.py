@@ -28,7 +28,7 @@ DAY_MS = 24 * 3600 * 1000
 # everything (a full log, not compacted: replay and audit need every event); operational topics expire.
 EVENT_STORE = ("subjects", "entities", "commands", "access", "deadletter", "fires")
 OPERATIONAL_MS = {"invocations": 7 * DAY_MS, "health": DAY_MS, "progress": DAY_MS,
-                  "feedreqs": 7 * DAY_MS}
+                  "feedreqs": 7 * DAY_MS, "replays": 7 * DAY_MS}
 
 
 def activation_retention_ms() -> int:
@@ -42,6 +42,9 @@ def topic_configs(name: str) -> dict[str, str]:
     kind = name.rsplit(".", 1)[-1]
     if kind in EVENT_STORE:
         return dict(FOREVER)
+    if kind == "usermetrics":  # checkpoints of the activation metrics: the last one per key, kept whatever its age
+        return {"cleanup.policy": "compact", "retention.ms": "-1", "min.compaction.lag.ms": "0",
+                "segment.ms": str(3600 * 1000)}
     if kind == "completions":
         return {"cleanup.policy": "delete", "retention.ms": str(activation_retention_ms()), "retention.bytes": "-1"}
     if kind in OPERATIONAL_MS:

@@ -272,6 +272,47 @@ class FeedProgress(Event):
 
 
 EVENT_TYPES.update({cls.TYPE: cls for cls in (TriggerFired, FeedChanged, FeedProgress)})
+
+
+# --- replay (appended; registered below) ----------------------------------------------------------------------
+
+REPLAY_PHASES = ("started", "reading", "switching", "done", "failed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayProgress(Event):
+    """How far one `streamwhisk replay` run is (topic `replays`, keyed by generation): about once a second while
+    it reads, plus its first and last report. Figures are absolute, so the last event of a run says it all."""
+
+    TYPE: ClassVar[str] = "replay.progress"
+    replay_id: str  # one run; a generation rebuilt again gets a new one
+    generation: int  # the generation written (the live one for --in-place)
+    phase: str = "reading"  # REPLAY_PHASES; done and failed are the last report of a run
+    events: int = 0  # events read so far (poison ones included)
+    total: int = 0  # events to read (grows while a switching replay catches up)
+    docs: int = 0  # docs written so far
+    poison: int = 0
+    seconds: float = 0.0  # since reading started
+    events_per_s: float = 0.0
+    in_place: bool = False
+    switch: bool = True  # whether it makes the generation live at the end
+    switched: bool = False
+    topics: list[str] = field(default_factory=list)
+    error: str | None = None  # why it failed
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("done", "failed")
+
+    @property
+    def ratio(self) -> float:
+        """Share read, 0..1: 1 once done (offsets can have gaps, so events may stay a little under total)."""
+        if self.phase == "done":
+            return 1.0
+        return min(1.0, self.events / self.total) if self.total > 0 else 0.0
+
+
+EVENT_TYPES[ReplayProgress.TYPE] = ReplayProgress
 # Nested event fields, rebuilt on decode.
 _NESTED: dict[str, type[Event]] = {"request": ActivationRequested}
 

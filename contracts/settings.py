@@ -42,6 +42,9 @@ class Settings:
     # with less than disk_reserve_mb free on one, writes through the API get 503. Empty: none (remote disks).
     disk_guard: str = field(default_factory=lambda: _env("WSK_DISK_GUARD", local_data_dirs(_home())))
     disk_reserve_mb: int = field(default_factory=lambda: int(_env("WSK_DISK_RESERVE_MB", "256")))
+    # Local /metrics ports: each part gets base + its offset (cli/services.py metrics_port) as WSK_METRICS_PORT;
+    # 0: every part takes a free port. Either way the port in use is in <home>/run/<part>.metrics.
+    metrics_base_port: int = field(default_factory=lambda: int(_env("WSK_METRICS_BASE_PORT", "29100")))
 
     @property
     def api_host(self) -> str:

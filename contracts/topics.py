@@ -71,6 +71,14 @@ class Topics:
     def feed_state(self) -> str:  # compacted: FeedChanged/FeedProgress by trigger, the feed service's state
         return self._t("feedstate")
 
+    @property
+    def usermetrics(self) -> str:  # compacted: user-events metric state per completions partition, with its offset
+        return self._t("usermetrics")
+
+    @property
+    def replays(self) -> str:  # ReplayProgress of `streamwhisk replay` runs, keyed by generation (operational)
+        return self._t("replays")
+
     def invoker(self, n: int) -> str:  # ActivationAssigned for invoker n, keyed by namespace
         return self._t(f"invoker{n}")
 

@@ -32,8 +32,9 @@ from typing import Any
 import docker.errors
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client.core import GaugeMetricFamily
 
-from contracts import bus, entities, events, keys
+from contracts import bus, entities, events, keys, metrics
 from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested, InvokerPing
 from contracts.settings import Settings
 from contracts.topics import Topics
@@ -497,8 +498,27 @@ class Invoker:
                 finally:
                     s.busy = False
 
+    def pool_metrics(self) -> Any:
+        """Containers by state and memory, read from the pool at scrape time."""
+        inv = str(self.index)
+        c = GaugeMetricFamily("streamwhisk_invoker_containers", "Action containers by state",
+                              labels=["invoker", "state"])
+        slots = list(self.pool.slots.values())
+        c.add_metric([inv, "busy"], sum(1 for s in slots if s.busy))
+        c.add_metric([inv, "warm"], sum(1 for s in slots if not s.busy and s.key is not None))
+        c.add_metric([inv, "prewarm"], sum(1 for s in slots if not s.busy and s.key is None))
+        yield c
+        m = GaugeMetricFamily("streamwhisk_invoker_memory_mb", "Action container memory (MB)",
+                              labels=["invoker", "kind"])
+        m.add_metric([inv, "used"], self.pool.used_mb())
+        m.add_metric([inv, "limit"], self.pool.user_memory_mb)
+        yield m
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         started_ids = OrderedDict[str, None]()
+        ep = await metrics.serve(f"invoker{self.index}", self.s.home, self.s.kafka, component="invoker")
+        ep.lag.group(f"{self.s.prefix}-invoker{self.index}", [self.t.invoker(self.index)], from_start=False)
+        metrics.register("streamwhisk_invoker_pool", self.pool_metrics)
         await bus.ensure_topics(self.s.kafka, [self.t.invoker(self.index), self.t.completions, self.t.health],
                                 self.s.partitions)
         # What was assigned before this start, by offset, and by id for copies written since

@@ -17,8 +17,9 @@ from typing import Any
 import requests
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 
-from contracts import bus, events
+from contracts import bus, events, metrics
 from contracts.events import DeadLetter, Event, ProjectionProgress
 from contracts.settings import Settings
 from contracts.topics import Topics
@@ -28,6 +29,7 @@ from projections.couch import Couch
 log = logging.getLogger("projections")
 Batch = list[tuple[int, int, Event]]
 MAX_CONFLICT_RETRIES = 10
+APPLIED = Counter("streamwhisk_projection_applied", "Events applied to the CouchDB views", ["projector"])
 
 
 def database_names(settings: Settings) -> dict[str, str]:
@@ -158,6 +160,10 @@ async def run(settings: Settings, name: str = "projector", stop: asyncio.Event |
     await bus.ensure_topics(settings.kafka, [*sources, topics.progress, topics.deadletter], settings.partitions)
     consumer = bus.consumer(settings.kafka, *sources, group=f"{settings.prefix}-{name}")
     producer = bus.producer(settings.kafka)
+    ep = metrics.get()
+    if ep is not None:
+        ep.lag.group(f"{settings.prefix}-{name}", sources)
+    APPLIED.labels(name)  # the series exists (0) before the first batch
     await consumer.start()
     await producer.start()
     log.info("projector started (generation %d)", ptr.generation)
@@ -196,6 +202,7 @@ async def run(settings: Settings, name: str = "projector", stop: asyncio.Event |
                         raise
                     log.warning("couchdb failed the batch, retrying: %r", e)
                     await asyncio.sleep(1.0)
+            APPLIED.labels(name).inc(len(batch))
             try:
                 await consumer.commit({tp: off for tp, off in ends.items()})
             except KafkaError as e:  # a rebalance (e.g. after a broker restart): redelivered events are no-ops

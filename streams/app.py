@@ -22,8 +22,9 @@ from functools import partial
 from typing import Any
 
 import faust
+from prometheus_client.core import GaugeMetricFamily
 
-from contracts import bus, events
+from contracts import bus, events, metrics
 from contracts.events import (
     ActivationAssigned,
     ActivationCompleted,
@@ -120,6 +121,23 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
     @app.task
     async def follow_completions() -> None:
         await states.follow()
+
+    @app.task
+    async def serve_metrics() -> None:
+        """/metrics: this worker's share of the group's lag, and invoker health as its balancer sees it."""
+        ep = await metrics.serve(f"streams{worker or ''}", settings.home, settings.kafka, component="streams")
+        ep.lag.group(f"{settings.prefix}-streams", [t.commands, t.invocations, t.fires], owned=owned)
+
+        def health() -> Any:
+            g = GaugeMetricFamily("streamwhisk_invoker_healthy", "1 if the balancer routes work to the invoker",
+                                  labels=["invoker"])
+            data = dict(views.invokers.data)
+            ok = set(balancer.healthy(data, clock.mono_ms()))
+            for i in sorted(data):
+                g.add_metric([str(i)], 1 if i in ok else 0)
+            yield g
+
+        metrics.register("streamwhisk_invoker_healthy", health)
 
     def owned() -> set[int]:
         """Partition numbers this worker holds now (the same numbers in every topic: co-partitioned)."""

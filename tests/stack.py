@@ -95,7 +95,7 @@ class Stack:
 
 def start_infra() -> Settings:
     base = load()
-    install_all(base, say)
+    install_all(base, say, tests=True)
     services.ensure_docker(base, say)
     services.start_kafka(base, say)
     services.start_couch(base, say)
@@ -113,7 +113,7 @@ def start_stack(base: Settings, invokers: int = 2, env: dict[str, str] | None = 
     home = Path(tempfile.mkdtemp(prefix=f"sw-{prefix}-"))
     s = dataclasses.replace(
         base, home=home, prefix=prefix, api_port=free_port(), nginx_port=free_port(), invokers=invokers,
-        socket_root=Path("/run/streamwhisk") / prefix, **overrides,
+        socket_root=Path("/run/streamwhisk") / prefix, **{"metrics_base_port": 0, **overrides},  # free ports
     )
     stack = Stack(s, base, dict(env or {}))
     try:
