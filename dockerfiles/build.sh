@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Build Streamwhisk's images locally, with no registry: the Debian base comes from runtimes/build.py
 # (mmdebstrap | docker import), every other image is FROM it.
-#   dockerfiles/build.sh [TAG] [IMAGES...]     IMAGES: streamwhisk runtimes kafka couchdb nginx (default: all)
+#   dockerfiles/build.sh [TAG] [IMAGES...]     IMAGES: streamwhisk runtimes kafka couchdb nginx engine (default: all)
+# engine (streamwhisk/invoker-engine, the chart's engine=pod invoker) is FROM streamwhisk/streamwhisk:TAG (built
+# first when both are asked for) with the runtime images ENGINE_RUNTIMES (default: the ones `up` builds) baked in.
 # Then push them to your cluster's registry (or `kind load` / `k3s ctr images import`) and point the chart's
 # image values at them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG=${1:-0.1.0}
 shift || true
-IMAGES=${*:-streamwhisk runtimes kafka couchdb nginx}
+IMAGES=${*:-streamwhisk runtimes kafka couchdb nginx engine}
+ENGINE_RUNTIMES=${ENGINE_RUNTIMES:-streamwhisk/action-python:latest streamwhisk/action-nodejs20:latest streamwhisk/blackbox-test:latest streamwhisk/dockerskeleton:latest openwhisk/dockerskeleton:latest}
 PY=${PYTHON:-.venv/bin/python}
 
 # The content-hashed base image; also tagged :latest so the Dockerfiles' default BASE works.
@@ -43,8 +46,15 @@ s = load(); ensure_kafka_libs(s, print); ensure_pouchdb(s, print)'
       else mkdir -p "$ctx/node"; cp -r "$home/node/node_modules" "$ctx/node/"; fi
       name=streamwhisk/$img ;;
     nginx) name=streamwhisk/$img ;;
+    engine)
+      # One tar for all runtimes: layers they share (the Debian base) are stored once.
+      cp dockerfiles/engine/engine-start.sh "$ctx/"; mkdir -p "$ctx/images"
+      # shellcheck disable=SC2086
+      docker save -o "$ctx/images/runtimes.tar" $ENGINE_RUNTIMES
+      name=streamwhisk/invoker-engine ;;
     *) echo "unknown image $img" >&2; exit 2 ;;
   esac
   df=dockerfiles/$img/Dockerfile; [ "$img" = runtimes ] && df=dockerfiles/runtimes/python/Dockerfile
-  docker build --build-arg BASE="$BASE" -f "$df" -t "$name:$TAG" "$ctx"
+  base=$BASE; [ "$img" = engine ] && base=streamwhisk/streamwhisk:$TAG
+  docker build --build-arg BASE="$base" -f "$df" -t "$name:$TAG" "$ctx"
 done

@@ -2,6 +2,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 
 import uvloop
 
@@ -19,4 +20,15 @@ parser.add_argument("--memory", type=int, default=int(os.environ.get("WSK_INVOKE
 args = parser.parse_args()
 settings = load()
 readiness.as_part(settings.home, f"invoker{args.id}")
-asyncio.run(Invoker(settings, args.id, args.memory).run())
+
+
+async def main() -> None:
+    # SIGTERM (supervisord's stop, a pod's deletion) drains: running activations finish and send their records,
+    # containers are removed; what is assigned after that is closed by the watchdog, as after a crash.
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await Invoker(settings, args.id, args.memory).run(stop)
+
+
+asyncio.run(main())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -89,3 +90,31 @@ def test_kill_invoker_mid_run(kstack: Stack) -> None:
         "doubled_executions": len(doubled), "detection_s": round(detection_s, 1), "reroute_s": round(reroute_s, 1),
         "orphan_record_max_s": round((close_times[-1] - kill_wall_ms) / 1000, 1),
     })
+
+
+def test_sigterm_drains_running_activations(kstack: Stack) -> None:
+    """SIGTERM (supervisord's stop, a pod's deletion) lets running activations finish with their own records
+    instead of leaving them to the watchdog; the invoker then exits by itself."""
+    from cli import procs
+
+    c = kstack.client()
+    faults.put_action(c, "drain", "import time\ndef main(a):\n    time.sleep(4)\n    return {'i': a.get('i')}\n",
+                      memory=128, timeout=30000)
+    answers = [c.post("actions/drain", {"i": i}) for i in range(4)]
+    ids = {r.json()["activationId"] for r in answers if r.status_code == 202}
+    assert len(ids) == 4, [r.text for r in answers]
+    time.sleep(2.5)  # assigned and running (a cold start here is well under a second)
+    pids = [faults.pid(kstack.settings, f"invoker{i}") for i in range(2)]
+    t0 = time.monotonic()
+    for i in range(2):
+        faults.stop_signal(kstack.settings, f"invoker{i}", signal.SIGTERM)
+    for p in pids:
+        assert p is not None and procs.wait_exit(p, 30), "an invoker did not exit after SIGTERM"
+    exited_s = time.monotonic() - t0
+    found = faults.wait_records(kstack, "guest", ids, 30)
+    codes = {a: d["response"]["statusCode"] for a, d in found.items()}
+    assert codes == dict.fromkeys(ids, 0), {a: found[a]["response"] for a in ids}
+    assert {found[a]["response"]["result"]["i"] for a in ids} == set(range(4))
+    for i in range(2):
+        faults.restart(kstack, f"invoker{i}")
+    faults.report("invoker_sigterm_drain", {"running": len(ids), "succeeded": len(ids), "exited_s": round(exited_s, 1)})

@@ -3,7 +3,10 @@
   python3 k8s_init.py topics         create missing topics (WSK_PARTITIONS partitions, WSK_REPLICATION replicas)
   python3 k8s_init.py databases      create the CouchDB databases and design docs
   python3 k8s_init.py subjects       publish the guest and whisk.system subjects (keys from GUEST_KEY / SYSTEM_KEY)
-  python3 k8s_init.py invoker-id     print this node's invoker id (NODE_NAME, INVOKER_NODE_IDS JSON)
+  python3 k8s_init.py invoker-id     print this invoker's id: the StatefulSet ordinal of POD_NAME (engine=pod), else
+                                     this node's (NODE_NAME, INVOKER_NODE_IDS JSON)
+  python3 k8s_init.py api-relay      relay TCP from RELAY_LISTEN to RELAY_UPSTREAM (host:port each): the API as actions
+                                     in an engine=pod invoker reach it, on the pod's own address
   python3 k8s_init.py pull-runtimes  make the runtime images exist on the node's Docker (RUNTIME_IMAGES JSON)
 
 Every step is idempotent and bounded in time (INIT_TIMEOUT seconds), so jobs and init containers can rerun it.
@@ -31,6 +34,73 @@ def invoker_id(node: str, ids: dict[str, int], max_invokers: int = MAX_INVOKERS)
             raise ValueError(f"invoker id {n} for node {node} is outside 0..{max_invokers - 1}")
         return n
     return zlib.crc32(node.encode()) % max_invokers
+
+
+def ordinal_id(pod: str, max_invokers: int = MAX_INVOKERS) -> int:
+    """A StatefulSet pod's ordinal (name-N) as its invoker id: stable across restarts and rescheduling.
+
+    >>> ordinal_id("sw-streamwhisk-invoker-3")
+    3
+    """
+    stem, _, n = pod.rpartition("-")
+    if not stem or not n.isdigit() or not 0 <= int(n) < max_invokers:
+        raise ValueError(f"pod {pod!r} has no ordinal in 0..{max_invokers - 1}")
+    return int(n)
+
+
+def split_hostport(s: str) -> tuple[str, int]:
+    """'host:port' -> (host, port).
+
+    >>> split_hostport("sw-api.sw.svc:80")
+    ('sw-api.sw.svc', 80)
+    """
+    host, _, port = s.rpartition(":")
+    return host, int(port)
+
+
+def api_relay(listen: str, upstream: str) -> None:
+    """Forward every connection on listen to upstream, bytes untouched (HTTP keep-alive and bodies pass through).
+
+    Actions in an engine=pod invoker reach only the pod's own relay port (the action wall refuses every cluster
+    address); the relay's own connection to the API Service leaves the pod as the pod's, as the invoker's do."""
+    import asyncio
+    import signal
+
+    up_host, up_port = split_hostport(upstream)
+    # As a container's PID 1 the default action of SIGTERM is ignored: exit at once (no state to keep).
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                if writer.can_write_eof():
+                    writer.write_eof()
+
+    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.wait_for(asyncio.open_connection(up_host, up_port), 10)
+        except (TimeoutError, OSError) as e:
+            print(f"api-relay: {upstream}: {e}", flush=True)
+            cw.close()
+            return
+        await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+        for w in (cw, uw):
+            w.close()
+
+    async def serve() -> None:
+        host, port = split_hostport(listen)
+        server = await asyncio.start_server(handle, host, port, reuse_address=True)
+        print(f"api-relay: {listen} -> {upstream}", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
 
 
 # Made by their own service with their own configs (feed_state is compacted), not here.
@@ -86,6 +156,12 @@ def create_topics(bootstrap: str, names: list[str], partitions: int, replication
 def main(argv: list[str]) -> int:
     step = argv[1] if len(argv) > 1 else ""
     timeout = float(os.environ.get("INIT_TIMEOUT", "300"))
+    if step == "invoker-id" and os.environ.get("POD_NAME") and not os.environ.get("NODE_NAME"):
+        print(ordinal_id(os.environ["POD_NAME"]))
+        return 0
+    if step == "api-relay":
+        api_relay(os.environ["RELAY_LISTEN"], os.environ["RELAY_UPSTREAM"])
+        return 0
     if step == "invoker-id":
         print(invoker_id(os.environ["NODE_NAME"], json.loads(os.environ.get("INVOKER_NODE_IDS") or "{}")))
         return 0

@@ -134,3 +134,37 @@ failureThreshold: {{ .Values.probes.failureThreshold }}
     name: {{ include "sw.name" (dict "root" . "part" "scripts") }}
     defaultMode: 0555
 {{- end -}}
+
+{{/* Metrics (values: metrics): every Streamwhisk container serves /metrics on metrics.port (WSK_METRICS_PORT). */}}
+{{- define "sw.metricsAnnotations" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.podAnnotations -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end -}}
+{{- end -}}
+
+{{/* More items for a container's env list (after sw.env): Prometheus scrapes the pod IP, so all interfaces. */}}
+{{- define "sw.metricsEnv" -}}
+{{- if .Values.metrics.enabled -}}
+- {name: WSK_METRICS_PORT, value: {{ .Values.metrics.port | quote }}}
+- {name: WSK_METRICS_HOST, value: "0.0.0.0"}
+{{- end -}}
+{{- end -}}
+
+{{/* A container's ports list: just metrics (containers that have other ports list this item themselves). */}}
+{{- define "sw.metricsPorts" -}}
+{{- if .Values.metrics.enabled -}}
+ports:
+- {name: metrics, containerPort: {{ int .Values.metrics.port }}, protocol: TCP}
+{{- end -}}
+{{- end -}}
+
+{{/* An ingress rule for a NetworkPolicy that closes a metrics pod: Prometheus (metrics.scrapeFrom) on the port. */}}
+{{- define "sw.metricsIngressRule" -}}
+{{- if .Values.metrics.enabled -}}
+- from: {{- toYaml .Values.metrics.scrapeFrom | nindent 2 }}
+  ports:
+  - {protocol: TCP, port: {{ .Values.metrics.port }}}
+{{- end -}}
+{{- end -}}
