@@ -595,8 +595,7 @@ async def replay_status(settings: Settings, progress: dict[tuple[str, int], int]
 
 
 async def _exists(c: AIOKafkaConsumer, topic: str) -> bool:
-    cluster = await c._client.fetch_all_metadata()
-    return bool(cluster.partitions_for_topic(topic))
+    return bool(await bus.existing_partitions(c, [topic]))
 
 
 async def _tail_of(c: AIOKafkaConsumer, topic: str, n: int) -> list[bytes]:

@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from contracts import events, readiness
 from contracts.events import Event
@@ -156,14 +157,23 @@ async def partition_counts(bootstrap: str, names: Iterable[str]) -> dict[str, in
         await c.stop()
 
 
+async def existing_partitions(c: AIOKafkaConsumer, topics: list[str]) -> dict[str, list[int]]:
+    """Partitions of those of `topics` that exist: a metadata request naming only them and creating none (the
+    broker may auto-create what a request names; asking for every topic is slow on a broker with thousands)."""
+    node = c._client.get_random_node()
+    req = MetadataRequest(topics, allow_auto_topic_creation=False)
+    md = (await c._client.send(node, req)).to_object()
+    return {t["topic"]: sorted(p["partition"] for p in t["partitions"]) for t in md["topics"]
+            if t["error_code"] == 0 and t["partitions"]}
+
+
 async def partitions(c: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> list[TopicPartition]:
     """All partitions of a topic, for manual assignment (consumer.topics() does not refresh the client's view)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        cluster = await c._client.fetch_all_metadata()
-        parts = cluster.partitions_for_topic(topic)
+        parts = (await existing_partitions(c, [topic])).get(topic)
         if parts:
-            return [TopicPartition(topic, p) for p in sorted(parts)]
+            return [TopicPartition(topic, p) for p in parts]
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"topic {topic} has no partitions")
         await asyncio.sleep(0.2)

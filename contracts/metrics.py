@@ -29,6 +29,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metri
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from contracts import bus
+
 log = logging.getLogger("metrics")
 disable_created_metrics()  # no *_created series: the contract (contracts/metric_names.py) has none
 
@@ -117,24 +119,32 @@ class ConsumerLag:
         yield g
 
     async def refresh(self, admin: AIOKafkaAdminClient, probe: AIOKafkaConsumer) -> None:
-        cluster = await probe._client.fetch_all_metadata()  # partitions of topics made since, too
-        fresh: dict[tuple[str, str, int], int] = {}
         positions: dict[tuple[str, TopicPartition], int] = {}
         for grp in self.groups:
             committed = await admin.list_consumer_group_offsets(grp.group)
             for tp, om in committed.items():
                 if om.offset >= 0:
                     positions[(grp.group, tp)] = om.offset
-            for topic in grp.topics:
-                for p in cluster.partitions_for_topic(topic) or ():
-                    positions.setdefault((grp.group, TopicPartition(topic, p)), -1 if grp.from_start else -2)
-            if grp.owned is not None:
-                mine = grp.owned()
-                positions = {k: v for k, v in positions.items() if k[0] != grp.group or k[1].partition in mine}
         for label, c in self.consumers:
             for tp in c.assignment():
                 with contextlib.suppress(Exception):  # not positioned yet (just assigned)
                     positions[(label, tp)] = await c.position(tp)
+        # Metadata of these topics only: a client with no topics set asks for every topic of the cluster, which on
+        # a broker with thousands of topics stalled every process's event loop for seconds at each refresh.
+        wanted = sorted({t for grp in self.groups for t in grp.topics} | {tp.topic for _, tp in positions})
+        parts = await bus.existing_partitions(probe, wanted) if wanted else {}
+        if parts:
+            admin._client.set_topics(sorted(parts))  # their periodic metadata refreshes too
+            await probe._client.set_topics(sorted(parts))
+        positions = {k: v for k, v in positions.items() if k[1].topic in parts}
+        for grp in self.groups:
+            for topic in grp.topics:  # partitions without a committed offset, made since too
+                for p in parts.get(topic, ()):
+                    positions.setdefault((grp.group, TopicPartition(topic, p)), -1 if grp.from_start else -2)
+            if grp.owned is not None:
+                mine = grp.owned()
+                positions = {k: v for k, v in positions.items() if k[0] != grp.group or k[1].partition in mine}
+        fresh: dict[tuple[str, str, int], int] = {}
         tps = sorted({tp for _, tp in positions}, key=lambda tp: (tp.topic, tp.partition))
         ends = await probe.end_offsets(tps) if tps else {}
         starts = await probe.beginning_offsets(tps) if any(v == -1 for v in positions.values()) else {}
