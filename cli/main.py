@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
         command.configure(sub.add_parser(name, help=command.help, description=command.help))
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # After `test` the rest is pytest's, verbatim: argparse's REMAINDER refuses a leading option (-k, -m).
+    args = (argparse.Namespace(command="test", pytest_args=argv[1:]) if argv[:1] == ["test"]
+            else parser.parse_args(argv))
     try:
         return COMMANDS[args.command].run(load(), args)
     except (InstallError, StartError) as e:
