@@ -91,7 +91,16 @@ def test_service_dns_from_another_pod(smoke: Cluster) -> None:
     probe = ("import socket,urllib.request;"
              f"print(socket.gethostbyname('web.{NS}.svc.cluster.local'), socket.gethostbyname('web'));"
              "print(urllib.request.urlopen('http://web/', timeout=5).status)")
-    out = smoke.kubectl("-n", NS, "exec", "client", "--", "python3", "-c", probe).stdout.split()
+    # The Service's endpoints reach kube-proxy's rules a moment after the pod is Ready: retry a refused connection.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            out = smoke.kubectl("-n", NS, "exec", "client", "--", "python3", "-c", probe).stdout.split()
+            break
+        except AssertionError as e:
+            if "Connection refused" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     assert out == [cluster_ip, cluster_ip, "200"]
 
 
