@@ -65,7 +65,9 @@ def restart(stack: Stack, name: str) -> None:
     services.start_component(stack.settings, comp.name, comp.module, comp.args, say, wait=True, env=stack.env)
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
+def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2,
+               retry_on: tuple[type[Exception], ...] = (requests.RequestException,)) -> Any:
+    """check() until it returns something true; exceptions of retry_on count as not yet."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -73,7 +75,7 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float
             last = check()
             if last:
                 return last
-        except requests.RequestException as e:
+        except retry_on as e:
             last = e
         time.sleep(every)
     raise TimeoutError(f"{what}: not after {timeout:.0f} s (last: {last!r})")
@@ -128,13 +130,13 @@ def timed(fn: Callable[[], requests.Response]) -> tuple[requests.Response | Exce
         return e, time.monotonic() - t0
 
 
-def report(name: str, figures: dict[str, Any]) -> None:
-    """Figures go to stdout (pytest -s) and to $WSK_CHAOS_REPORT (one JSON line per test), for RELIABILITY.md."""
+def report(name: str, figures: dict[str, Any], env: str = "WSK_CHAOS_REPORT") -> None:
+    """Figures go to stdout (pytest -s) and to $env (one JSON line per test), for RELIABILITY.md."""
     import json
 
     line = json.dumps({"test": name, **figures}, sort_keys=True)
     print(f"\n[figures] {line}")
-    out = os.environ.get("WSK_CHAOS_REPORT")
+    out = os.environ.get(env)
     if out:
         with open(out, "a") as f:
             f.write(line + "\n")

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cli import procs, services
 from cli.status import metrics_endpoints
 from contracts import metrics
+from tests.chaos import faults
 from tests.stack import Client, Stack
 
 pytestmark = pytest.mark.integration
@@ -59,17 +60,9 @@ def total(samples: Samples, name: str, **match: str) -> float:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (requests.RequestException, AssertionError, KeyError) as e:
-            last = e
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not after {timeout:.0f} s (last: {last!r})")
+    """faults.wait_until, where a failed assertion or a missing series also means not yet."""
+    return faults.wait_until(what, check, timeout, every, retry_on=(requests.RequestException, AssertionError,
+                                                                    KeyError))
 
 
 def parts(stack: Stack) -> list[str]:

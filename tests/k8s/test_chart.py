@@ -27,6 +27,7 @@ from typing import Any, cast
 import pytest
 import requests
 
+from tests.chaos import faults
 from tests.k8s import chart
 from tests.k8s.chart import GUEST_KEY, Installed, Kube
 from tests.k8s.conftest import Cluster
@@ -43,12 +44,7 @@ SHARED: dict[str, str] = {}  # between the tests of one run (they run in file or
 
 
 def report(name: str, figures: dict[str, Any]) -> None:
-    line = json.dumps({"test": name, **figures}, sort_keys=True)
-    print(f"\n[figures] {line}")
-    out = os.environ.get("WSK_K8S_REPORT")
-    if out:
-        with open(out, "a") as f:
-            f.write(line + "\n")
+    faults.report(name, figures, env="WSK_K8S_REPORT")
 
 
 @pytest.fixture(scope="module")
