@@ -43,8 +43,8 @@ def ends(settings: Settings) -> dict[str, int]:
     return asyncio.run(read())
 
 
-def messages_about(settings: Settings, topics: list[str], ids: set[str]) -> list[tuple[str, bytes]]:
-    """(topic, raw value) of every message in `topics` that names one of the activation ids."""
+def messages(settings: Settings, topics: list[str]) -> list[tuple[str, bytes]]:
+    """(topic, raw value) of every message in `topics` up to their ends now, in order per partition."""
     async def read() -> list[tuple[str, bytes]]:
         consumer = bus.consumer(settings.kafka, group=None)
         await consumer.start()
@@ -57,11 +57,16 @@ def messages_about(settings: Settings, topics: list[str], ids: set[str]) -> list
             out: list[tuple[str, bytes]] = []
             todo: set[TopicPartition] = set(tps)
             while todo:
-                for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
-                    out += [(tp.topic, m.value) for m in msgs  # tombstones (compacted deletes) have no value
-                            if m.value is not None and any(i.encode() in m.value for i in ids)]
+                for tp, msgs in (await consumer.getmany(*todo, timeout_ms=500)).items():
+                    # tombstones (compacted deletes) have no value
+                    out += [(tp.topic, m.value) for m in msgs if m.value is not None]
                 todo = {tp for tp in todo if await consumer.position(tp) < last[tp]}
             return out
         finally:
             await consumer.stop()
     return asyncio.run(read())
+
+
+def messages_about(settings: Settings, topics: list[str], ids: set[str]) -> list[tuple[str, bytes]]:
+    """(topic, raw value) of every message in `topics` that names one of the activation ids."""
+    return [(t, v) for t, v in messages(settings, topics) if any(i.encode() in v for i in ids)]

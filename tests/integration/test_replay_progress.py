@@ -13,12 +13,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from cli.services import settings_env
-from contracts import bus
+from contracts import events
 from contracts.events import ReplayProgress
 from contracts.settings import REPO, Settings
 from contracts.topics import Topics
 from projections import catalog, replay
 from projections.couch import Couch
+from tests import kafkalog
 from tests.integration.test_metrics import endpoint, follows_contract, scrape, total, wait_for
 from tests.stack import Stack
 
@@ -27,26 +28,8 @@ pytestmark = pytest.mark.integration
 
 def reports(settings: Settings, replay_id: str | None) -> list[ReplayProgress]:
     """Every report of one run (None: of every run), in log order, read back from the replays topic."""
-    async def go() -> list[ReplayProgress]:
-        c = bus.consumer(settings.kafka, group=None)
-        await c.start()
-        try:
-            tps = await bus.partitions(c, Topics(settings.prefix).replays)
-            c.assign(tps)
-            ends = await c.end_offsets(tps)
-            await c.seek_to_beginning(*tps)
-            out: list[ReplayProgress] = []
-            left = {tp for tp in tps if ends[tp] > 0}
-            while left:
-                for _, ev in bus.decoded(await c.getmany(*left, timeout_ms=1000)):
-                    if isinstance(ev, ReplayProgress) and replay_id in (None, ev.replay_id):
-                        out.append(ev)
-                left = {tp for tp in left if await c.position(tp) < ends[tp]}
-            return out
-        finally:
-            await c.stop()
-
-    return asyncio.run(go())
+    evs = (events.decode(v) for _, v in kafkalog.messages(settings, [Topics(settings.prefix).replays]))
+    return [e for e in evs if isinstance(e, ReplayProgress) and replay_id in (None, e.replay_id)]
 
 
 @pytest.fixture(scope="module")
