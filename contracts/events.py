@@ -168,6 +168,7 @@ class ActivationCompleted(Event):
     rejected_status: int | None = None  # HTTP status for throttles/entitlement failures
     rejected: str | None = None
     memory_mb: int = 0
+    fire: bool = False  # the answer to a trigger fire (admission rebuilds the fire counts from these)
 
 
 @dataclass(frozen=True, kw_only=True)

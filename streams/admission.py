@@ -6,7 +6,7 @@ the only write per admitted activation (no changelog, no second hop): when a wor
 the last WINDOW_MS of both and knows again which activations are in flight (concurrency, invoker memory, the
 watchdog's work), which ids were admitted or refused already (an invocation re-read after a crash is not run
 twice: there is no window between a state write and the send, the send is the state), and each namespace's
-count in the current minute.
+invocation and fire counts in the current minute (a fire's answer on the completions is its only write too).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Partition:
     used: Counter[int] = field(default_factory=Counter)  # in-flight memory (MB) per invoker
     running: Counter[tuple[int, str]] = field(default_factory=Counter)  # in flight per (invoker, action doc id)
     minutes: dict[str, Json] = field(default_factory=dict)  # namespace -> {minute, count}: the rate window
+    fires: dict[str, Json] = field(default_factory=dict)  # namespace -> {minute, count}: firesPerMinute's window
     # ids admitted or refused -> when, on the worker's monotonic clock (streams/clock.py), kept WINDOW_MS
     decided: dict[str, int] = field(default_factory=dict)
     pruned: int = 0
@@ -68,6 +69,12 @@ class Partition:
 
     def count(self, namespace: str, st: Json) -> None:
         self.minutes[namespace] = {"minute": st["minute"], "count": st["count"]}
+
+    def fire_state(self, namespace: str) -> Json | None:
+        return self.fires.get(namespace)
+
+    def count_fire(self, namespace: str, st: Json) -> None:
+        self.fires[namespace] = {"minute": st["minute"], "count": st["count"]}
 
     def assigned(self, ev: ActivationAssigned, since_ms: int) -> None:
         """`since_ms`: when, on the worker's monotonic clock (estimated for an assignment read back from the log)."""
@@ -110,6 +117,12 @@ class Partition:
             del self.decided[a]
 
 
+def counts_fire(ev: ActivationCompleted) -> bool:
+    """A fire's answer that counted toward firesPerMinute: its record, or "no active rules" (rules.admit_fire
+    counted it); a 429 refusal, a 403 or a 404 did not."""
+    return ev.fire and ev.rejected_status in (None, 204)
+
+
 def _doc_id(entry: Json) -> str:
     return f"{entry['action']['namespace']}/{entry['action']['name']}"
 
@@ -128,6 +141,10 @@ def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int, mono_m
     ...                 ActivationAssigned(invoker=1, request=req, at=1)], 2, 900_000)
     >>> p.seen("a"), p.inflight, p.used[1]
     (True, {}, 0)
+    >>> fired = ActivationCompleted(activation_id="f", namespace="n", record={}, fire=True, at=60_001)
+    >>> p = rebuild(0, [fired, fired], 60_002, 900_000)  # the same answer twice (a re-read): one fire
+    >>> p.seen("f"), p.fires["n"]["count"], p.minutes
+    (True, 1, {})
     """
     p = Partition(number, pruned=mono_ms)
     finished: list[str] = []
@@ -138,10 +155,16 @@ def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int, mono_m
             p.assigned(ev, since)
             counted = ev.at
             ns = ev.request.namespace
+        elif isinstance(ev, ActivationCompleted) and ev.fire:
+            if not p.seen(ev.activation_id) and counts_fire(ev) and ev.at // 60000 == minute:
+                st = p.fires.get(ev.namespace) or {"minute": minute, "count": 0}
+                p.fires[ev.namespace] = {"minute": minute, "count": st["count"] + 1}
+            p.answered(ev.activation_id, since)  # its fire is not answered twice
+            continue
         elif isinstance(ev, ActivationCompleted):
             finished.append(ev.activation_id)
             if ev.rejected_status is None:
-                p.answered(ev.activation_id, since)  # a trigger's record: its fire is not answered twice
+                p.answered(ev.activation_id, since)  # also a trigger record written before `fire` existed
                 continue
             p.refused(ev.activation_id, since)
             if ev.rejected_status not in (429, 503):  # 503: admitted, then no invoker; 403: never counted

@@ -4,7 +4,7 @@ Agents are thin: decode, call pure logic, update state, send events. The decisio
 read back: the entity decider's is the entity log (streams/views.py EntityState), admission's the assignments
 and completions (streams/admission.py). So the send is the only write, and a worker killed at any point either
 sent a decision (the re-read input is skipped by its request or activation id) or left no trace of it (the input
-is uncommitted and decided again). Only the fires-per-minute counts are a changelogged table. concurrency=1
+is uncommitted and decided again); the fire counts too (a fire's answer). No changelogged table. concurrency=1
 everywhere: decisions on one key must be ordered (and faust #606 loses offsets with concurrency > 1).
 
 Several workers share the partitions (one consumer group). Everything about one namespace is keyed by it
@@ -64,7 +64,7 @@ def create_app(settings: Settings, worker: int = 0) -> faust.App:
         broker=f"kafka://{settings.kafka}",
         store="memory://",
         datadir=str(datadir),
-        # Changelogs get the source topics' partition count: Faust co-partitions topics by count.
+        # The topics Faust declares get the source topics' partition count: it co-partitions topics by count.
         topic_partitions=settings.partitions,
         topic_replication_factor=int(os.environ.get("WSK_REPLICATION", "1")),
         table_standby_replicas=0,

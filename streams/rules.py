@@ -4,7 +4,7 @@ For each TriggerFired the agent checks the fires-per-minute throttle, then admit
 active rule (as the trigger owner, with the action throttles, exactly as `admit` would) and sends it straight to
 an invoker, and answers on completions with the trigger's activation record (its logs hold one JSON line per
 rule), or a rejection: 204 no active rule, 404 no such trigger, 429 throttled. The trigger doc comes from the
-`entities` table that `decide_entities` keeps in this same worker, so a rule disabled a moment ago is already seen.
+entity state the decider keeps in this same worker, so a rule disabled a moment ago is already seen.
 Sequences and conductors run in the API: a rule on one goes on the compositions topic, which one API process runs.
 """
 
@@ -101,8 +101,8 @@ def decide_fire(
     """The trigger's record and the activations to start. For a fire seen again after a crash, `assigned` tells
     which ids were decided already (logged as before, not sent again)."""
     def reject(status: int, msg: str, **kw: Any) -> FireOutcome:
-        return FireOutcome(ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace,
-                                               rejected_status=status, rejected=msg), **kw)
+        return FireOutcome(ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace, at=now_ms,
+                                               rejected_status=status, rejected=msg, fire=True), **kw)
 
     if subject is None or subject.get("blocked") or ev.namespace not in subject.get("namespaces", []):
         return reject(403, "The supplied authentication is not authorized to access this resource.")
@@ -156,7 +156,8 @@ def decide_fire(
         "start": now_ms, "response": {"status": "success", "statusCode": 0, "success": True, "result": ev.payload},
         "logs": lines, "version": trigger.get("version", "0.0.1"), "publish": False, "annotations": [],
     }
-    done = ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace, record=record)
+    done = ActivationCompleted(activation_id=ev.activation_id, namespace=ev.namespace, record=record, at=now_ms,
+                               fire=True)
     return FireOutcome(done, fire_state, st, admitted, compositions)
 
 
@@ -180,8 +181,8 @@ def register(app: Any, entity_state: EntityState, views: Views, states: Admissio
 
     A fire is answered once: its record marks its id decided (admission rebuilds those ids from the completions
     after a takeover), so a fire re-read after a crash, or sent twice, gives no second trigger record; its rule
-    activations have derived ids and start once (`decide_fire`'s `assigned`)."""
-    fires_table = app.Table("fires", default=None)
+    activations have derived ids and start once (`decide_fire`'s `assigned`). The fire counts per minute are
+    rebuilt from the same answers (`admission.counts_fire`), so the answer is the only write and a fire counts once."""
     completions = topics["completions"]
 
     @app.agent(topics["fires"], concurrency=1)
@@ -203,14 +204,14 @@ def register(app: Any, entity_state: EntityState, views: Views, states: Admissio
             subject = await views.subject(ev.subject, ev.namespace)
             limits = (subject or {}).get("limits") or {}
             await states.settle(part, ev.namespace, limits)
-            decide = partial(decide_fire, ev, subject=subject, fire_state=fires_table.get(ev.namespace),
+            decide = partial(decide_fire, ev, subject=subject, fire_state=part.fire_state(ev.namespace),
                              throttle_state=part.throttle_state(ev.namespace), now_ms=events.now_ms(),
                              assigned=part.seen)
             out = await views.decided(ev.namespace, entity_state.get, decide)
             if states.parts.get(part.number) is not part:  # revoked meanwhile: the new owner answers it
                 continue
             if out.fire_state is not None:
-                fires_table[ev.namespace] = out.fire_state
+                part.count_fire(ev.namespace, out.fire_state)
             if out.throttle_state is not None:
                 part.count(ev.namespace, out.throttle_state)
             for req in out.admitted:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 
 from cli.audit import query
 from contracts import bus, events
@@ -158,3 +159,45 @@ def test_duplicates_reach_no_user(dstack: Stack) -> None:
     faults.report("duplicate_inputs", {
         "copies_per_message": 4, "messages": len(raws), "entity_changed": 1, "executions": 1,
         "audit_lines_per_request": 1, "seconds": round(time.monotonic() - t0, 1)})
+
+
+def test_fire_counts_come_back_from_the_answers(dstack: Stack) -> None:
+    """firesPerMinute after a kill -9 of the worker: the count is rebuilt from the fires' answers on the log (the
+    answer is the fire's only write), and copies of answered fires re-read count nothing. With a limit of 3, two
+    fires, their copies, a kill and a restart, the third fire of the minute goes ahead and the fourth is refused
+    with count 4. A minute that turns during the sequence resets the count, so the sequence is tried again."""
+    for _attempt in range(3):
+        if time.time() % 60 > 20:  # the kill and restart take 10-40 s: start at the top of a minute
+            time.sleep(60.5 - time.time() % 60)
+        minute = int(time.time() // 60)
+        third, fourth = _fires_around_a_kill(dstack)
+        if int(time.time() // 60) != minute:
+            continue
+        assert third.status_code == 202, third.text
+        assert fourth.status_code == 429, fourth.text
+        assert fourth.json()["error"] == "Too many requests in the last minute (count: 4, allowed: 3).", fourth.text
+        return
+    pytest.fail("every attempt crossed a minute boundary")
+
+
+def _fires_around_a_kill(dstack: Stack) -> tuple[requests.Response, requests.Response]:
+    """Two fires, two copies of each written again, kill -9 and restart of the worker, then two more fires."""
+    s, t = dstack.settings, Topics(dstack.settings.prefix)
+    ns = f"fc{uuid.uuid4().hex[:6]}"
+    c = dstack.client(dstack.subject(ns, limits={"invocationsPerMinute": 10000, "firesPerMinute": 3}))
+    faults.put_action(c, "once", CODE)
+    assert c.put("triggers/tr", {}, overwrite=True).status_code == 200
+    assert c.put("rules/ru", {"trigger": "/_/tr", "action": "/_/once"}, overwrite=True).status_code == 200
+    fired = []
+    for i in range(2):
+        r = c.post("triggers/tr", {"x": i})
+        assert r.status_code == 202, r.text
+        fired.append(r.json()["activationId"])
+    raws = [(topic, ns.encode(), v) for topic, v in kafkalog.messages_about(s, [t.fires], set(fired))]
+    assert len(raws) == 2, raws
+    send_raw(s, raws, 2)
+    faults.kill9(s, "streams")
+    faults.restart(dstack, "streams")
+    faults.wait_until("invokes after the restart",
+                      lambda: c.post("actions/once", {}, blocking=True, result=True).status_code == 200, 90)
+    return c.post("triggers/tr", {"x": 2}), c.post("triggers/tr", {"x": 3})

@@ -1,9 +1,10 @@
 """T3: kill -9 a Faust worker (entities, auth, balancer, watchdog) under steady traffic.
 
-Faust tables come back from their changelog topics; a worker re-reads events after its last committed offset
-(at-least-once), so a decision or an assignment may be made twice. Entity decisions are idempotent by request;
-the balancer does not assign an id twice and the invoker never runs one twice (invoker/runner.py); we count what
-happened. With one worker it is restarted; with two, the other takes the dead one's partitions over first."""
+The worker's state comes back from the log (the entity log, the partitions' assignments and completions); a
+worker re-reads events after its last committed offset (at-least-once), so a decision or an assignment may be
+made twice. Entity decisions are idempotent by request; admission does not assign an id twice and the invoker
+never runs one twice (invoker/runner.py); we count what happened. With one worker it is restarted; with two, the
+other takes the dead one's partitions over first."""
 
 from __future__ import annotations
 

@@ -116,10 +116,10 @@ def test_survivor_takes_over_and_gives_back(two_workers: Stack, tenants: dict[st
     took_over = time.monotonic() - t_kill
     assert split == [set(range(PARTITIONS))]
     for ns, c in tenants.items():
-        # Faust may rebalance again while it restores the dead worker's tables; a 503 there says "may still be
-        # applied", so a client retries, as here (the same PUT is answered 409 either way).
+        # Faust may rebalance again while the survivor reads the dead worker's partitions back; a 503 there says
+        # "may still be applied", so a client retries, as here (the same PUT is answered 409 either way).
         [again] = faults.wait_until(f"{ns}'s entity service after the takeover", partial(_put_echo, c), 120, every=1)
-        assert again.status_code == 409, (ns, again.text)  # the dead worker's entities came back from changelogs
+        assert again.status_code == 409, (ns, again.text)  # the dead worker's entities came back from the log
         for i in range(3 * LIMITS["concurrentInvocations"]):  # so did its throttles: no leaked in-flight count
             r = invoke(c, "echo", i)
             assert r.status_code == 200, (ns, i, r.status_code, r.text)

@@ -6,11 +6,24 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from contracts.events import ActivationAssigned, ActivationCompleted, ActivationRequested, EntityChanged
+from contracts.events import (
+    ActivationAssigned,
+    ActivationCompleted,
+    ActivationRequested,
+    EntityChanged,
+    TriggerFired,
+)
 from contracts.settings import Settings
-from streams import admission
+from streams import admission, rules
 from streams.app import Held, create_app
 from streams.views import EntityState, Requests, fold_entity
+
+SUBJECT: dict[str, Any] = {"namespaces": ["ns"], "blocked": False}
+DOCS: dict[str, Any] = {
+    "ns/t": {"entityType": "trigger", "namespace": "ns", "name": "t",
+             "rules": {"ns/r": {"action": {"path": "ns", "name": "act"}, "status": "active"}}},
+    "ns/act": {"entityType": "action", "namespace": "ns", "name": "act", "exec": {"kind": "python:3"}},
+}
 
 
 def _changed(rid: str, writes: list[tuple[str, Any]]) -> EntityChanged:
@@ -84,6 +97,41 @@ def test_trigger_record_marks_its_fire_answered() -> None:
     rec = ActivationCompleted(activation_id="fire1", namespace="n", record={"name": "t"}, at=1000)
     p = admission.rebuild(0, [rec], 2000, 50_000)
     assert p.seen("fire1") and not p.inflight
+
+
+def _fire(fid: str) -> TriggerFired:
+    return TriggerFired(activation_id=fid, namespace="ns", subject="s", trigger="ns/t", payload={})
+
+
+def test_fire_counts_are_the_answers_read_back() -> None:
+    """A worker killed after deciding a fire and before sending its answer left no trace of it: the count rebuilt
+    from the answers in the log leaves the fire out, and deciding the re-read fire counts it once. An answer
+    re-read (or written twice) counts once; a 429 refusal of a fire counts toward neither minute."""
+    limits = {"firesPerMinute": 2}
+    subject = {**SUBJECT, "limits": limits}
+    now = 120_000
+    first = rules.decide_fire(_fire("f1"), DOCS.get, subject, None, None, now)
+    assert first.completion.fire and first.completion.at == now
+    # killed before f2's answer was sent: the log holds f1's answer (twice: a retried produce)
+    p = admission.rebuild(0, [first.completion, first.completion], now + 5, 50_000)
+    assert p.fire_state("ns") == {"minute": 2, "count": 1} and p.seen("f1") and not p.seen("f2")
+    second = rules.decide_fire(_fire("f2"), DOCS.get, subject, p.fire_state("ns"), None, now + 10)
+    assert second.completion.record is not None and second.fire_state == {"minute": 2, "count": 2}
+    p.count_fire("ns", second.fire_state)
+    third = rules.decide_fire(_fire("f3"), DOCS.get, subject, p.fire_state("ns"), None, now + 20)
+    assert third.completion.rejected_status == 429 and third.completion.fire
+    p = admission.rebuild(0, [first.completion, second.completion, third.completion], now + 30, 50_000)
+    assert p.fire_state("ns") == {"minute": 2, "count": 2} and p.minutes == {}
+    later = admission.rebuild(0, [first.completion, second.completion], now + 60_000, 50_000)
+    assert later.fire_state("ns") is None and later.seen("f1")  # a new minute; still answered
+
+
+def test_fire_answers_that_count() -> None:
+    def answer(status: int | None, fire: bool = True) -> ActivationCompleted:
+        return ActivationCompleted(activation_id="f", namespace="ns", rejected_status=status, fire=fire)
+
+    assert [admission.counts_fire(answer(s)) for s in (None, 204, 429, 404, 403)] == [True, True, False, False, False]
+    assert not admission.counts_fire(answer(None, fire=False))  # an action's record
 
 
 def test_assignment_seen_twice_counts_once() -> None:
