@@ -6,7 +6,7 @@ it, so when that fetch covers only quiet partitions (idle invoker topics, fires,
 the full wait, and a busy partition's next records wait with it: admissions then took up to 1.5 s under load.
 A 100 ms bound costs a few idle fetches a second.
 
-Two more things faust-streaming does not do for us:
+Three more things faust-streaming does not do for us:
 - Its producer is idempotent only inside transactions (`Producer._settings_extra`), so a produce retry (a request
   timed out after the broker had written the batch) wrote an assignment, a decision or a completion twice. Ours
   always is: acks=all + enable_idempotence, as contracts/bus.py's producers.
@@ -14,6 +14,10 @@ Two more things faust-streaming does not do for us:
   awaiting something in between could still send for a partition another worker is about to take and re-decide
   from the log. `App.revoking` callbacks run first, before the flush: what was sent before them is in the log by
   the time the partition is handed over, and an agent checks them before each send (streams/app.py `Held`).
+- An app without changelogged tables gets aiokafka's round-robin assignor instead of Faust's (`_create_worker_
+  consumer`). Round robin may give partition i of `invocations` and of `fires` to different workers, which would
+  then keep two admission states for one partition, and leaves `assignor.assigned_actives()` empty, so the
+  watchdog would watch nothing. Ours always uses Faust's co-partitioning assignor.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
+        self._assignor = self.app.assignor
+        consumer._partition_assignment_strategy = [self.app.assignor]  # read when it starts its coordinator
         return consumer
 
 

@@ -154,6 +154,18 @@ async def test_faust_producer_is_idempotent(tmp_path: pathlib.Path) -> None:
         await producer.stop()  # never started: only closes its client
 
 
+async def test_faust_assignor_without_changelogged_tables(tmp_path: pathlib.Path) -> None:
+    """The worker keeps no changelogged table, and faust-streaming then falls back to round robin, which splits
+    partition i of the topics over workers and leaves `assigned_actives` (what the watchdog sweeps) empty."""
+    app = create_app(Settings(home=tmp_path, prefix="unit", kafka="127.0.0.1:1"))
+    assert not app.tables.changelog_topics
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._partition_assignment_strategy == [app.assignor]
+    finally:
+        await consumer.stop()  # never started
+
+
 async def test_revoking_runs_before_faust_flushes(tmp_path: pathlib.Path, monkeypatch: Any) -> None:
     """The agents' send guard is set before Faust flushes the producer and commits for a revocation."""
     import faust
