@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
+import http.client
 import importlib.util
 import json
 import os
@@ -117,6 +118,11 @@ def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+# What a probe of a port that does not (yet) serve HTTP raises: refused, timed out, or something else on the port
+# answering with bytes that are no HTTP response (BadStatusLine).
+NO_ANSWER = (OSError, ValueError, http.client.HTTPException)
+
+
 def http_status(url: str, timeout: float = 3.0) -> int | None:
     """HTTP status of a GET (any status counts as an answer), None if nothing answered."""
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
@@ -125,7 +131,7 @@ def http_status(url: str, timeout: float = 3.0) -> int | None:
             return int(resp.status)
     except urllib.error.HTTPError as e:
         return int(e.code)
-    except (OSError, ValueError):
+    except NO_ANSWER:
         return None
 
 
@@ -173,7 +179,7 @@ def wait_catalog(settings: Settings, progress: Progress = say, timeout: float = 
         try:
             with urllib.request.urlopen(req, timeout=3) as resp:
                 return int(resp.status) == 200
-        except (OSError, ValueError):
+        except NO_ANSWER:
             return False
 
     try:
@@ -217,7 +223,7 @@ def couch_healthy(settings: Settings) -> bool:
     try:
         with urllib.request.urlopen(req, timeout=3) as resp:
             return isinstance(json.loads(resp.read()), dict)
-    except (OSError, ValueError):
+    except NO_ANSWER:
         return False
 
 
