@@ -123,6 +123,11 @@ def counts_fire(ev: ActivationCompleted) -> bool:
     return ev.fire and ev.rejected_status in (None, 204)
 
 
+def _tick(window: dict[str, Json], namespace: str, minute: int) -> None:
+    """One more in the namespace's count of the current minute."""
+    window[namespace] = {"minute": minute, "count": (window.get(namespace) or {"count": 0})["count"] + 1}
+
+
 def _doc_id(entry: Json) -> str:
     return f"{entry['action']['namespace']}/{entry['action']['name']}"
 
@@ -157,8 +162,7 @@ def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int, mono_m
             ns = ev.request.namespace
         elif isinstance(ev, ActivationCompleted) and ev.fire:
             if not p.seen(ev.activation_id) and counts_fire(ev) and ev.at // 60000 == minute:
-                st = p.fires.get(ev.namespace) or {"minute": minute, "count": 0}
-                p.fires[ev.namespace] = {"minute": minute, "count": st["count"] + 1}
+                _tick(p.fires, ev.namespace, minute)
             p.answered(ev.activation_id, since)  # its fire is not answered twice
             continue
         elif isinstance(ev, ActivationCompleted):
@@ -173,8 +177,7 @@ def rebuild(number: int, log_events: Iterable[events.Event], now_ms: int, mono_m
         else:
             continue
         if counted // 60000 == minute:  # refused attempts count too (throttle.admit)
-            st = p.minutes.get(ns) or {"minute": minute, "count": 0}
-            p.minutes[ns] = {"minute": minute, "count": st["count"] + 1}
+            _tick(p.minutes, ns, minute)
     for aid in finished:
         p.completed(aid)
     return p
