@@ -35,7 +35,6 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
-        self._assignor = self.app.assignor
         consumer._partition_assignment_strategy = [self.app.assignor]  # read when it starts its coordinator
         return consumer
 
